@@ -1,0 +1,1 @@
+//! proto: see and measure how network protocols behave.
