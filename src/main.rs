@@ -1,1 +1,36 @@
-fn main() {}
+//! The `proto` binary: parse the command line, dispatch, report errors.
+
+use clap::Parser;
+use proto::cli::{Cli, Command};
+use proto::cmd;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Client(args) => cmd::client::run(args).await,
+            Command::Codec(command) => cmd::codec::run(command),
+            Command::Endian(args) => cmd::codec::endian(args),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole chain: "connecting: connection refused: …"
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

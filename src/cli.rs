@@ -1,0 +1,165 @@
+//! The command line: clap definitions and the human-friendly value parsers
+//! (`250ms`, `64KiB`) every subcommand shares. No work happens here.
+
+use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+/// See and measure how network protocols behave.
+///
+/// proto runs uppercase echo servers and clients over TCP, UDP, TLS and
+/// QUIC, speaks a small big-endian binary frame format, and measures what
+/// each protocol costs, so that what the textbook says can be checked.
+#[derive(Debug, Parser)]
+#[command(
+    name = "proto",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an uppercase echo server (TCP, UDP, TLS, QUIC, or all at once).
+    ///
+    /// Every line (or frame, or datagram) comes back uppercased: the
+    /// simplest request/response protocol there is, so what you measure is
+    /// the transport underneath.
+    Serve(crate::cmd::serve::ServeArgs),
+    /// Talk to an echo server: interactively like nc, or with -m messages.
+    Client(crate::cmd::client::ClientArgs),
+    /// Encode and decode proto frames: see a binary protocol byte by byte.
+    #[command(subcommand)]
+    Codec(crate::cmd::codec::CodecCommand),
+    /// Show a number's bytes in big-endian (network) and little-endian (x86) order.
+    ///
+    /// Network protocols put the most significant byte first ("network
+    /// byte order", big-endian); x86 and most ARM CPUs store the least
+    /// significant byte first. Every protocol implementation converts.
+    Endian(crate::cmd::codec::EndianArgs),
+}
+
+/// Parses `250ms`, `5s`, `1.5s`, `2m`, `1h`, `100us`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration: use e.g. 250ms, 5s, 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" | "sec" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "ns" => value / 1e9,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}': use ns, us, ms, s, m or h"
+            ))
+        }
+    };
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
+        return Err(format!("'{text}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses byte sizes: `64`, `1K`/`1KiB` (1024), `1M`/`1MiB`, `1G`; `kB`/`MB` are powers of 1000.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size: use e.g. 64, 32K, 1M"))?;
+    let factor: usize = match unit.trim() {
+        "" | "B" | "b" => 1,
+        "K" | "k" | "KiB" | "Ki" => 1 << 10,
+        "M" | "MiB" | "Mi" => 1 << 20,
+        "G" | "GiB" | "Gi" => 1 << 30,
+        "kB" | "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{text}': use K, M or G"
+            ))
+        }
+    };
+    value
+        .checked_mul(factor)
+        .ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// Formats a duration for people: `300ms`, `5s`, `2m30s`.
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 1e-3 {
+        format!("{:.0}µs", secs * 1e6)
+    } else if secs < 1.0 {
+        format!("{:.0}ms", secs * 1e3)
+    } else if secs < 60.0 {
+        format!("{}s", trim_float(secs))
+    } else {
+        let m = d.as_secs() / 60;
+        let s = d.as_secs() % 60;
+        if s == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{s}s")
+        }
+    }
+}
+
+fn trim_float(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64"), Ok(64));
+        assert_eq!(parse_size("32K"), Ok(32768));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2kB"), Ok(2000));
+        assert!(parse_size("1X").is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

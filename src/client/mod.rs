@@ -1,0 +1,207 @@
+//! Echo clients: send a message, wait for its uppercase reply.
+//!
+//! * [`StreamClient`]: any byte stream (TCP, TLS, QUIC), text lines or frames.
+//! * [`DatagramClient`]: UDP, one datagram per message.
+//! * [`interactive`]: stdin → server → stdout, like `nc`.
+
+pub mod interactive;
+
+use crate::wire::{Frame, FrameCodec, FrameCodecError, FrameType};
+use anyhow::{bail, Context};
+use bytes::BytesMut;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::Decoder;
+
+/// Nanoseconds on a monotonic clock that starts when the process does: what
+/// the framed client puts in the timestamp field, so that `now - timestamp`
+/// of a reply is its round-trip time.
+pub fn monotonic_nanos() -> u64 {
+    use std::sync::OnceLock;
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// A request/response client over one byte stream.
+pub struct StreamClient<S> {
+    stream: S,
+    input: BytesMut,
+    next_id: u32,
+    timeout: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> StreamClient<S> {
+    pub fn new(stream: S, timeout: Duration) -> Self {
+        StreamClient {
+            stream,
+            input: BytesMut::with_capacity(16 * 1024),
+            next_id: 1,
+            timeout,
+        }
+    }
+
+    /// Sends `line` plus `\n` and returns the reply line without its `\n`.
+    pub async fn exchange_line(&mut self, line: &[u8]) -> anyhow::Result<Vec<u8>> {
+        if line.contains(&b'\n') {
+            bail!("a line message cannot contain a newline: pass each line with its own -m");
+        }
+        let mut request = Vec::with_capacity(line.len() + 1);
+        request.extend_from_slice(line);
+        request.push(b'\n');
+        self.stream.write_all(&request).await.context("sending")?;
+        self.read_line().await
+    }
+
+    /// Reads one `\n`-terminated line (the terminator is not returned).
+    pub async fn read_line(&mut self) -> anyhow::Result<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            if let Some(pos) = self.input.iter().position(|&b| b == b'\n') {
+                let mut line = self.input.split_to(pos + 1).to_vec();
+                line.pop();
+                return Ok(line);
+            }
+            self.fill(deadline).await?;
+        }
+    }
+
+    /// Sends one request frame and waits for its response frame. An error
+    /// frame from the server becomes an error carrying its message.
+    pub async fn exchange_frame(&mut self, payload: &[u8]) -> anyhow::Result<Frame> {
+        let request = Frame::request(self.next_id, monotonic_nanos(), payload.to_vec());
+        self.next_id = self.next_id.wrapping_add(1);
+        let bytes = request.to_bytes()?;
+        self.stream.write_all(&bytes).await.context("sending")?;
+        let reply = self.read_frame().await?;
+        check_reply(&request, reply)
+    }
+
+    /// Reads one frame.
+    pub async fn read_frame(&mut self) -> anyhow::Result<Frame> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match FrameCodec.decode(&mut self.input) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => self.fill(deadline).await?,
+                Err(FrameCodecError::Frame(e)) => bail!("the server sent a malformed frame: {e}"),
+                Err(FrameCodecError::Io(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn fill(&mut self, deadline: tokio::time::Instant) -> anyhow::Result<()> {
+        self.input.reserve(8 * 1024);
+        match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.input)).await {
+            Ok(Ok(0)) => bail!("the server closed the connection before replying"),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("receiving")),
+            Err(_) => bail!(
+                "no reply within {} (--timeout waits longer)",
+                crate::cli::format_duration(self.timeout)
+            ),
+        }
+    }
+
+    /// Half-closes (sends FIN / close_notify) and gives the stream back.
+    pub async fn finish(mut self) -> S {
+        let _ = self.stream.shutdown().await;
+        self.stream
+    }
+
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+/// Checks that `reply` answers `request`; error frames become errors.
+pub fn check_reply(request: &Frame, reply: Frame) -> anyhow::Result<Frame> {
+    match reply.frame_type {
+        FrameType::Error => bail!(
+            "the server answered with an error frame: {}",
+            String::from_utf8_lossy(&reply.payload)
+        ),
+        FrameType::Request => bail!("the server sent a request frame instead of a response"),
+        FrameType::Response if reply.id != request.id => bail!(
+            "reply id {} does not match request id {}",
+            reply.id,
+            request.id
+        ),
+        FrameType::Response if reply.timestamp != request.timestamp => {
+            bail!("the server changed the timestamp: it must echo it unchanged")
+        }
+        FrameType::Response => Ok(reply),
+    }
+}
+
+/// A request/response client over a connected UDP socket.
+pub struct DatagramClient {
+    socket: tokio::net::UdpSocket,
+    next_id: u32,
+    timeout: Duration,
+    buf: Vec<u8>,
+}
+
+impl DatagramClient {
+    pub fn new(socket: tokio::net::UdpSocket, timeout: Duration) -> Self {
+        DatagramClient {
+            socket,
+            next_id: 1,
+            timeout,
+            buf: vec![0u8; crate::server::udp::MAX_DATAGRAM + 1],
+        }
+    }
+
+    /// Sends one datagram and waits for one back. UDP promises nothing: if
+    /// either datagram is lost, this times out.
+    pub async fn exchange(&mut self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
+        self.socket
+            .send(message)
+            .await
+            .map_err(|e| self.explain(e))?;
+        self.receive().await
+    }
+
+    pub async fn exchange_frame(&mut self, payload: &[u8]) -> anyhow::Result<Frame> {
+        let request = Frame::request(self.next_id, monotonic_nanos(), payload.to_vec());
+        self.next_id = self.next_id.wrapping_add(1);
+        let reply = self.exchange(&request.to_bytes()?).await?;
+        let reply = crate::wire::frame::decode_datagram(&reply)
+            .map_err(|e| anyhow::anyhow!("the server sent a malformed frame: {e}"))?;
+        check_reply(&request, reply)
+    }
+
+    async fn receive(&mut self) -> anyhow::Result<Vec<u8>> {
+        match tokio::time::timeout(self.timeout, self.socket.recv(&mut self.buf)).await {
+            Ok(Ok(n)) => Ok(self.buf[..n].to_vec()),
+            Ok(Err(e)) => Err(self.explain(e)),
+            Err(_) => bail!(
+                "no reply within {}: UDP does not retransmit, so a lost datagram (or no server) looks like this; is 'proto serve udp' running on {}?",
+                crate::cli::format_duration(self.timeout),
+                self.peer()
+            ),
+        }
+    }
+
+    fn peer(&self) -> String {
+        self.socket
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "the server".into())
+    }
+
+    fn explain(&self, e: std::io::Error) -> anyhow::Error {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            // The kernel got an ICMP "port unreachable" for our datagram.
+            anyhow::anyhow!(
+                "connection refused (ICMP port unreachable): is 'proto serve udp' running on {}?",
+                self.peer()
+            )
+        } else {
+            anyhow::Error::new(e).context("UDP exchange")
+        }
+    }
+
+    pub fn socket(&self) -> &tokio::net::UdpSocket {
+        &self.socket
+    }
+}

@@ -1,0 +1,5 @@
+//! One file per subcommand: arguments → servers/clients/measurements → output.
+
+pub mod client;
+pub mod codec;
+pub mod serve;

@@ -1,0 +1,3 @@
+//! Presentation only: pure functions from measured or decoded data to text.
+
+pub mod bytes;

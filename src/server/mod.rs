@@ -1,0 +1,386 @@
+//! The echo servers: accept loops, per-connection tasks, graceful shutdown.
+//!
+//! Following mini-redis, [`run`] takes *already-bound* sockets and a
+//! shutdown token. That is what lets tests bind port 0 in-process, and the
+//! lab create the sockets inside its "server" network namespace.
+//!
+//! * [`session`]: one stream connection (TCP, TLS, QUIC stream), lines or frames.
+//! * [`udp`]: one datagram in, one datagram out.
+
+pub mod session;
+pub mod udp;
+
+use anyhow::Context;
+use serde::Serialize;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The default port of the plain-text services (TCP and UDP), as in the lecture.
+pub const PLAIN_PORT: u16 = 8081;
+/// The default port of the encrypted services (TLS over TCP, QUIC over UDP).
+pub const SECURE_PORT: u16 = 8443;
+
+/// Limits every server applies to its clients.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Longest text line accepted, in bytes (without the `\n`).
+    pub max_line: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// After a shutdown request, connections get this long to finish the
+    /// message in hand before they are cut.
+    pub grace: Duration,
+    /// No per-connection log lines.
+    pub quiet: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_line: 64 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            grace: Duration::from_secs(5),
+            quiet: false,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Defaults without per-connection logging (for in-process servers of
+    /// `proto lab`, `compare` and `bench`).
+    pub fn quiet_default() -> anyhow::Result<ServerConfig> {
+        Ok(ServerConfig {
+            quiet: true,
+            ..ServerConfig::default()
+        })
+    }
+}
+
+/// Counters shared by every connection of one server run.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub connections: AtomicU64,
+    pub messages: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub abnormal_closes: AtomicU64,
+    pub datagrams: AtomicU64,
+}
+
+/// What is shared by every task of one server run.
+#[derive(Debug)]
+pub struct ServerContext {
+    pub config: ServerConfig,
+    pub stats: ServerStats,
+    pub shutdown: CancellationToken,
+}
+
+impl ServerContext {
+    /// A connection log line on stderr, unless `--quiet`.
+    pub fn log(&self, line: std::fmt::Arguments<'_>) {
+        if !self.config.quiet {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// The totals printed when a server stops.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerSummary {
+    pub uptime_secs: f64,
+    pub connections: u64,
+    pub messages: u64,
+    pub datagrams: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub protocol_errors: u64,
+    pub abnormal_closes: u64,
+}
+
+impl std::fmt::Display for ServerSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "served {} connections and {} datagrams in {:.1} s: {} messages, {} bytes in, {} bytes out, {} protocol errors, {} connections closed abnormally",
+            self.connections,
+            self.datagrams,
+            self.uptime_secs,
+            self.messages,
+            self.bytes_in,
+            self.bytes_out,
+            self.protocol_errors,
+            self.abnormal_closes
+        )
+    }
+}
+
+/// Sockets to serve, bound beforehand. `None` means "not this service".
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub tcp: Option<std::net::TcpListener>,
+    pub udp: Option<std::net::UdpSocket>,
+    pub tls: Option<std::net::TcpListener>,
+    pub quic: Option<std::net::UdpSocket>,
+}
+
+impl Listeners {
+    /// Binds all four services on `ip`: TCP and UDP on `plain_port`, TLS
+    /// and QUIC on `secure_port`. Port 0 picks free ports (each service its
+    /// own). Uses std sockets so it can run on a thread inside a network
+    /// namespace; the sockets stay in that namespace.
+    pub fn bind_all(ip: IpAddr, plain_port: u16, secure_port: u16) -> anyhow::Result<Listeners> {
+        Ok(Listeners {
+            tcp: Some(bind_tcp(SocketAddr::new(ip, plain_port))?),
+            udp: Some(bind_udp(SocketAddr::new(ip, plain_port))?),
+            tls: Some(bind_tcp(SocketAddr::new(ip, secure_port))?),
+            quic: Some(bind_udp(SocketAddr::new(ip, secure_port))?),
+        })
+    }
+
+    /// `(service, address)` of every bound socket, for the "listening" lines.
+    pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out = Vec::new();
+        let tcp_addr =
+            |l: &Option<std::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        let udp_addr =
+            |s: &Option<std::net::UdpSocket>| s.as_ref().and_then(|s| s.local_addr().ok());
+        if let Some(a) = tcp_addr(&self.tcp) {
+            out.push(("tcp", a));
+        }
+        if let Some(a) = udp_addr(&self.udp) {
+            out.push(("udp", a));
+        }
+        if let Some(a) = tcp_addr(&self.tls) {
+            out.push(("tls", a));
+        }
+        if let Some(a) = udp_addr(&self.quic) {
+            out.push(("quic", a));
+        }
+        out
+    }
+}
+
+/// Binds a TCP listener with a clear error when the port is taken.
+pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| bind_error(e, "TCP", addr))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Binds a UDP socket with a clear error when the port is taken.
+pub fn bind_udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr).map_err(|e| bind_error(e, "UDP", addr))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn bind_error(e: std::io::Error, proto: &str, addr: SocketAddr) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "{proto} port {} on {} is already in use: stop the other server or pick another port with --port (0 picks a free one)",
+            addr.port(),
+            addr.ip()
+        ),
+        std::io::ErrorKind::AddrNotAvailable => anyhow::anyhow!(
+            "cannot bind {proto} {addr}: {} is not an address of this machine (try --host 127.0.0.1 or 0.0.0.0)",
+            addr.ip()
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "no permission to bind {proto} {addr}: ports below 1024 need root; pick a port ≥ 1024"
+        ),
+        _ => anyhow::Error::new(e).context(format!("binding {proto} {addr}")),
+    }
+}
+
+/// Runs every service in `listeners` until `shutdown` is cancelled, then
+/// lets open connections finish (up to `config.grace`) and returns totals.
+///
+/// Must be called inside a tokio runtime.
+pub async fn run(
+    listeners: Listeners,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ServerSummary> {
+    let started = Instant::now();
+    let ctx = Arc::new(ServerContext {
+        config,
+        stats: ServerStats::default(),
+        shutdown,
+    });
+    let mut services = JoinSet::new();
+    if let Some(l) = listeners.tcp {
+        let listener =
+            tokio::net::TcpListener::from_std(l).context("registering the TCP listener")?;
+        services.spawn(accept_loop(listener, ctx.clone(), Plain));
+    }
+    if let Some(s) = listeners.udp {
+        let socket = tokio::net::UdpSocket::from_std(s).context("registering the UDP socket")?;
+        services.spawn(udp::serve(socket, ctx.clone()));
+    }
+    if listeners.tls.is_some() || listeners.quic.is_some() {
+        anyhow::bail!("TLS and QUIC servers are not available in this build");
+    }
+    while let Some(done) = services.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                ctx.shutdown.cancel();
+                return Err(e);
+            }
+            Err(e) => {
+                ctx.shutdown.cancel();
+                return Err(anyhow::anyhow!("a server task failed: {e}"));
+            }
+        }
+    }
+    let s = &ctx.stats;
+    Ok(ServerSummary {
+        uptime_secs: started.elapsed().as_secs_f64(),
+        connections: s.connections.load(Relaxed),
+        messages: s.messages.load(Relaxed),
+        datagrams: s.datagrams.load(Relaxed),
+        bytes_in: s.bytes_in.load(Relaxed),
+        bytes_out: s.bytes_out.load(Relaxed),
+        protocol_errors: s.protocol_errors.load(Relaxed),
+        abnormal_closes: s.abnormal_closes.load(Relaxed),
+    })
+}
+
+/// How an accepted TCP connection becomes a byte stream to echo on: as is
+/// (plain TCP), or after a TLS handshake.
+pub trait StreamSetup: Clone + Send + Sync + 'static {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send;
+    /// The service name in log lines.
+    fn name(&self) -> &'static str;
+    /// Turns the TCP connection into the stream to serve, or explains why not.
+    fn setup(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> impl std::future::Future<Output = anyhow::Result<Self::Stream>> + Send;
+}
+
+/// Plain TCP: the connection is the stream.
+#[derive(Clone)]
+pub struct Plain;
+
+impl StreamSetup for Plain {
+    type Stream = tokio::net::TcpStream;
+    fn name(&self) -> &'static str {
+        "tcp"
+    }
+    async fn setup(&self, tcp: tokio::net::TcpStream) -> anyhow::Result<tokio::net::TcpStream> {
+        Ok(tcp)
+    }
+}
+
+/// Accepts connections until shutdown; one task per connection, so one
+/// slow or hostile client never holds up another.
+pub async fn accept_loop<S: StreamSetup>(
+    listener: tokio::net::TcpListener,
+    ctx: Arc<ServerContext>,
+    setup: S,
+) -> anyhow::Result<()> {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        ctx.log(format_args!("{}: accept failed: {e}", setup.name()));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // Small messages should leave at once, not wait for Nagle.
+                let _ = tcp.set_nodelay(true);
+                ctx.stats.connections.fetch_add(1, Relaxed);
+                let ctx = ctx.clone();
+                let setup = setup.clone();
+                connections.spawn(async move {
+                    serve_connection(tcp, peer, &ctx, &setup).await;
+                });
+            }
+            // Reap finished connections so the set does not grow forever.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener); // stop accepting: new clients now get "connection refused"
+    finish_connections(connections, ctx.config.grace).await;
+    Ok(())
+}
+
+async fn serve_connection<S: StreamSetup>(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ctx: &ServerContext,
+    setup: &S,
+) {
+    let name = setup.name();
+    ctx.log(format_args!("{name} {peer}: connected"));
+    let started = Instant::now();
+    let stream = match setup.setup(tcp).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.stats.abnormal_closes.fetch_add(1, Relaxed);
+            ctx.log(format_args!("{name} {peer}: refused: {e:#}"));
+            return;
+        }
+    };
+    let report = session::serve_stream(stream, ctx).await;
+    ctx.stats.record_session(&report);
+    ctx.log(format_args!(
+        "{name} {peer}: closed after {:.1} s, {} {} in, {} bytes in, {} bytes out{}",
+        started.elapsed().as_secs_f64(),
+        report.messages,
+        match report.mode {
+            Some(session::Mode::Framed) => "frames",
+            _ => "lines",
+        },
+        report.bytes_in,
+        report.bytes_out,
+        report.ending.map(|e| format!(" ({e})")).unwrap_or_default()
+    ));
+}
+
+/// Waits for connections to end by themselves, up to `grace`, then cuts the rest.
+pub async fn finish_connections(mut connections: JoinSet<()>, grace: Duration) {
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+/// Completes when the process receives Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,433 @@
+//! One connection's echo session over any byte stream (TCP, TLS, a QUIC
+//! stream), whatever the transport underneath.
+//!
+//! The first byte decides the dialect: [`MAGIC`] (0xF8, which can never
+//! start UTF-8 text) means a framed client, anything else a person or a
+//! script sending text lines (`nc`). Both share one port.
+//!
+//! The loop is "read what is there, answer every complete message in it,
+//! write all the answers in one go": pipelined requests cost one write, and
+//! a slow reader only ever slows down its own connection.
+
+use super::{ServerContext, ServerStats};
+use crate::echo::uppercase_into;
+use crate::wire::{Frame, FrameCodec, FrameCodecError, FrameError, FrameType, MAGIC, MAX_PAYLOAD};
+use bytes::BytesMut;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder};
+
+/// How a session ended, for the connection's log line.
+#[derive(Debug, Default, Clone)]
+pub struct SessionReport {
+    pub mode: Option<Mode>,
+    pub messages: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Why the connection ended, when it was not a normal close.
+    pub ending: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Lines,
+    Framed,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Lines => "lines",
+            Mode::Framed => "framed",
+        }
+    }
+}
+
+/// What the dialect decoder wants after a batch of input.
+enum Next {
+    /// Keep reading.
+    Continue,
+    /// Write what was produced, then close with this reason.
+    Close(String),
+}
+
+/// Turns complete messages from `input` into replies in `output`. One per
+/// dialect; both are sans-IO.
+trait Dialect {
+    fn answer(&mut self, input: &mut BytesMut, output: &mut Vec<u8>, messages: &mut u64) -> Next;
+    /// The peer half-closed: answer what is left in `input`, if anything.
+    fn answer_last(
+        &mut self,
+        input: &mut BytesMut,
+        output: &mut Vec<u8>,
+        messages: &mut u64,
+    ) -> Next;
+}
+
+/// `\n`-terminated text lines; a line over the limit closes the connection.
+struct Lines {
+    codec: AnyDelimiterCodec,
+    max_line: usize,
+}
+
+impl Lines {
+    fn new(max_line: usize) -> Lines {
+        Lines {
+            codec: AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_line),
+            max_line,
+        }
+    }
+
+    fn too_long(&self, output: &mut Vec<u8>) -> Next {
+        output.extend_from_slice(
+            format!("ERROR line too long (limit {} bytes)\n", self.max_line).as_bytes(),
+        );
+        Next::Close(format!("line longer than {} bytes", self.max_line))
+    }
+}
+
+impl Dialect for Lines {
+    fn answer(&mut self, input: &mut BytesMut, output: &mut Vec<u8>, messages: &mut u64) -> Next {
+        loop {
+            match self.codec.decode(input) {
+                Ok(Some(line)) => {
+                    uppercase_into(&line, output);
+                    output.push(b'\n');
+                    *messages += 1;
+                }
+                Ok(None) => return Next::Continue,
+                Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
+                    return self.too_long(output)
+                }
+                Err(AnyDelimiterCodecError::Io(e)) => return Next::Close(e.to_string()),
+            }
+        }
+    }
+
+    fn answer_last(
+        &mut self,
+        input: &mut BytesMut,
+        output: &mut Vec<u8>,
+        messages: &mut u64,
+    ) -> Next {
+        if let Next::Close(reason) = self.answer(input, output, messages) {
+            return Next::Close(reason);
+        }
+        // A last line without '\n' before the half-close is still a line.
+        match self.codec.decode_eof(input) {
+            Ok(Some(line)) if !line.is_empty() => {
+                uppercase_into(&line, output);
+                output.push(b'\n');
+                *messages += 1;
+                Next::Continue
+            }
+            Ok(_) => Next::Continue,
+            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => self.too_long(output),
+            Err(AnyDelimiterCodecError::Io(e)) => Next::Close(e.to_string()),
+        }
+    }
+}
+
+/// proto frames (`protocols/frame.md`); a malformed frame gets an error
+/// frame, then the connection is closed (after garbage, the stream's frame
+/// boundaries can no longer be trusted).
+struct Framed;
+
+impl Framed {
+    fn refuse(output: &mut Vec<u8>, id: u32, timestamp: u64, why: &str) -> Next {
+        // An error frame's payload is short text: encoding cannot fail.
+        let _ = Frame::error(id, timestamp, why).encode(output);
+        Next::Close(why.to_string())
+    }
+}
+
+/// The reply to one request frame: the response, or an error frame if the
+/// request is not something a server answers.
+pub fn answer_frame(request: &Frame, output: &mut Vec<u8>) -> Result<(), String> {
+    if request.frame_type != FrameType::Request {
+        let why = format!(
+            "expected a request frame, got a {} frame",
+            request.frame_type
+        );
+        let _ = Frame::error(request.id, request.timestamp, &why).encode(output);
+        return Err(why);
+    }
+    let mut upper = Vec::with_capacity(request.payload.len());
+    uppercase_into(&request.payload, &mut upper);
+    if upper.len() > MAX_PAYLOAD {
+        // Unicode uppercasing can grow text (ß → SS); never send a frame
+        // our own decoder would refuse.
+        let why = format!(
+            "the uppercased payload is {} bytes, over the maximum {MAX_PAYLOAD}",
+            upper.len()
+        );
+        let _ = Frame::error(request.id, request.timestamp, &why).encode(output);
+        return Err(why);
+    }
+    let _ = request.response_to(upper).encode(output);
+    Ok(())
+}
+
+impl Dialect for Framed {
+    fn answer(&mut self, input: &mut BytesMut, output: &mut Vec<u8>, messages: &mut u64) -> Next {
+        loop {
+            match FrameCodec.decode(input) {
+                Ok(Some(request)) => {
+                    *messages += 1;
+                    if let Err(why) = answer_frame(&request, output) {
+                        return Next::Close(why);
+                    }
+                }
+                Ok(None) => return Next::Continue,
+                Err(FrameCodecError::Frame(e)) => {
+                    return Self::refuse(output, 0, 0, &e.to_string())
+                }
+                Err(FrameCodecError::Io(e)) => return Next::Close(e.to_string()),
+            }
+        }
+    }
+
+    fn answer_last(
+        &mut self,
+        input: &mut BytesMut,
+        output: &mut Vec<u8>,
+        messages: &mut u64,
+    ) -> Next {
+        if let Next::Close(reason) = self.answer(input, output, messages) {
+            return Next::Close(reason);
+        }
+        if input.is_empty() {
+            return Next::Continue;
+        }
+        let err =
+            crate::wire::frame::decode_datagram(input)
+                .err()
+                .unwrap_or(FrameError::Truncated {
+                    needed: 0,
+                    available: input.len(),
+                });
+        Self::refuse(output, 0, 0, &err.to_string())
+    }
+}
+
+/// Serves one connection until the peer closes, misbehaves, idles out, or
+/// the server shuts down. Never panics on anything the peer sends.
+pub async fn serve_stream<S>(mut stream: S, ctx: &ServerContext) -> SessionReport
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut report = SessionReport::default();
+    let mut input = BytesMut::with_capacity(8 * 1024);
+    let mut output = Vec::with_capacity(8 * 1024);
+    let mut dialect: Option<Box<dyn Dialect + Send>> = None;
+    let idle = ctx.config.idle_timeout;
+    let mut peer_done = false;
+
+    loop {
+        if !peer_done {
+            match read_some(&mut stream, &mut input, idle, ctx, &mut report).await {
+                ReadOutcome::Data => {}
+                ReadOutcome::Eof => peer_done = true,
+                ReadOutcome::Stop(reason) => {
+                    report.ending = reason;
+                    break;
+                }
+            }
+        }
+        let d = dialect.get_or_insert_with(|| {
+            if input.first() == Some(&MAGIC) {
+                report.mode = Some(Mode::Framed);
+                Box::new(Framed)
+            } else {
+                report.mode = Some(Mode::Lines);
+                Box::new(Lines::new(ctx.config.max_line))
+            }
+        });
+        let before = report.messages;
+        let next = if peer_done {
+            d.answer_last(&mut input, &mut output, &mut report.messages)
+        } else {
+            d.answer(&mut input, &mut output, &mut report.messages)
+        };
+        ctx.stats
+            .messages
+            .fetch_add(report.messages - before, Relaxed);
+        if !output.is_empty() {
+            if let Err(e) = write_all(&mut stream, &output, idle).await {
+                report.ending = Some(format!("write failed: {e}"));
+                break;
+            }
+            report.bytes_out += output.len() as u64;
+            ctx.stats.bytes_out.fetch_add(output.len() as u64, Relaxed);
+            output.clear();
+        }
+        if let Next::Close(reason) = next {
+            ctx.stats.protocol_errors.fetch_add(1, Relaxed);
+            report.ending = Some(reason);
+            break;
+        }
+        if peer_done {
+            break;
+        }
+    }
+    // Tell the peer we are done (TCP FIN, TLS close_notify, QUIC FIN);
+    // ignore failures: the peer may already be gone.
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    report
+}
+
+enum ReadOutcome {
+    Data,
+    Eof,
+    /// Stop serving; `Some(reason)` when it was not the peer's choice.
+    Stop(Option<String>),
+}
+
+async fn read_some<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    input: &mut BytesMut,
+    idle: Duration,
+    ctx: &ServerContext,
+    report: &mut SessionReport,
+) -> ReadOutcome {
+    if input.capacity() - input.len() < 4096 {
+        input.reserve(8 * 1024);
+    }
+    // On shutdown, a connection with a partial message in hand may finish
+    // it (until the server's grace period runs out); an idle one stops now.
+    let wait_for_shutdown = input.is_empty();
+    tokio::select! {
+        biased;
+        read = tokio::time::timeout(idle, stream.read_buf(input)) => match read {
+            Ok(Ok(0)) => ReadOutcome::Eof,
+            Ok(Ok(n)) => {
+                report.bytes_in += n as u64;
+                ctx.stats.bytes_in.fetch_add(n as u64, Relaxed);
+                ReadOutcome::Data
+            }
+            Ok(Err(e)) => ReadOutcome::Stop(Some(format!("read failed: {e}"))),
+            Err(_) => ReadOutcome::Stop(Some(format!("idle for {}", crate::cli::format_duration(idle)))),
+        },
+        _ = ctx.shutdown.cancelled(), if wait_for_shutdown => {
+            ReadOutcome::Stop(Some("server shutting down".into()))
+        }
+    }
+}
+
+async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    // A peer that never reads would otherwise hold this task forever.
+    match tokio::time::timeout(limit, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    })
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "peer stopped reading",
+        )),
+    }
+}
+
+impl ServerStats {
+    pub(crate) fn record_session(&self, report: &SessionReport) {
+        if report.ending.is_some() {
+            self.abnormal_closes.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_lines(input: &[u8], eof: bool) -> (Vec<u8>, u64, bool) {
+        let mut d = Lines::new(16);
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        let mut n = 0;
+        let next = if eof {
+            d.answer_last(&mut buf, &mut out, &mut n)
+        } else {
+            d.answer(&mut buf, &mut out, &mut n)
+        };
+        (out, n, matches!(next, Next::Close(_)))
+    }
+
+    #[test]
+    fn lines_are_answered_in_order_and_partial_lines_wait() {
+        let (out, n, closed) = run_lines(b"one\ntwo\nthr", false);
+        assert_eq!(out, b"ONE\nTWO\n");
+        assert_eq!((n, closed), (2, false));
+    }
+
+    #[test]
+    fn last_line_without_newline_is_answered_at_eof() {
+        let (out, n, _) = run_lines(b"one\nlast", true);
+        assert_eq!(out, b"ONE\nLAST\n");
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn empty_lines_are_echoed_as_empty_lines() {
+        let (out, n, _) = run_lines(b"\n\n", false);
+        assert_eq!(out, b"\n\n");
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn too_long_line_gets_an_error_and_closes() {
+        let (out, _, closed) = run_lines(&[b'a'; 40], false);
+        assert_eq!(out, b"ERROR line too long (limit 16 bytes)\n");
+        assert!(closed);
+    }
+
+    #[test]
+    fn framed_request_gets_response_with_same_id_and_timestamp() {
+        let mut buf = BytesMut::new();
+        Frame::request(9, 1234, &b"abc"[..])
+            .encode(&mut buf)
+            .unwrap();
+        let mut out = Vec::new();
+        let mut n = 0;
+        assert!(matches!(
+            Framed.answer(&mut buf, &mut out, &mut n),
+            Next::Continue
+        ));
+        let reply = crate::wire::frame::decode_datagram(&out).unwrap();
+        assert_eq!(
+            reply,
+            Frame::request(9, 1234, &b"abc"[..]).response_to(&b"ABC"[..])
+        );
+    }
+
+    #[test]
+    fn malformed_frame_gets_an_error_frame_and_closes() {
+        let mut buf = BytesMut::from(&[MAGIC, 0x17][..]);
+        let mut out = Vec::new();
+        let mut n = 0;
+        assert!(matches!(
+            Framed.answer(&mut buf, &mut out, &mut n),
+            Next::Close(_)
+        ));
+        let reply = crate::wire::frame::decode_datagram(&out).unwrap();
+        assert_eq!(reply.frame_type, FrameType::Error);
+        assert!(String::from_utf8_lossy(&reply.payload).contains("unknown frame type 7"));
+    }
+
+    #[test]
+    fn uppercase_growth_past_the_maximum_is_refused() {
+        // U+0149 (2 bytes in UTF-8) uppercases to "ʼN" (3 bytes).
+        let request = Frame::request(1, 2, "ŉ".repeat(MAX_PAYLOAD / 2).into_bytes());
+        let mut out = Vec::new();
+        assert!(answer_frame(&request, &mut out).is_err());
+        let reply = crate::wire::frame::decode_datagram(&out).unwrap();
+        assert_eq!(reply.frame_type, FrameType::Error);
+    }
+}

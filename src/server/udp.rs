@@ -1,0 +1,107 @@
+//! The UDP echo: one datagram in, one datagram out, no connection at all.
+//!
+//! UDP has no handshake, no ordering and no retransmission: the server just
+//! answers each datagram to the address it came from. A datagram whose first
+//! byte is the frame magic is decoded as one whole frame (one datagram = one
+//! message); anything else is text, uppercased as a whole.
+
+use super::ServerContext;
+use crate::echo::uppercase_into;
+use crate::wire::{frame, Frame, MAGIC};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// The largest UDP payload over IPv4 (65535 − 20 IP − 8 UDP header bytes).
+pub const MAX_DATAGRAM: usize = 65507;
+
+/// The reply to one datagram (sans-IO, so it is testable without sockets).
+pub fn answer_datagram(datagram: &[u8], reply: &mut Vec<u8>) -> Result<(), String> {
+    if datagram.first() == Some(&MAGIC) {
+        match frame::decode_datagram(datagram) {
+            Ok(request) => super::session::answer_frame(&request, reply),
+            Err(e) => {
+                let why = e.to_string();
+                let _ = Frame::error(0, 0, &why).encode(reply);
+                Err(why)
+            }
+        }
+    } else {
+        uppercase_into(datagram, reply);
+        Ok(())
+    }
+}
+
+pub async fn serve(socket: tokio::net::UdpSocket, ctx: Arc<ServerContext>) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut reply = Vec::with_capacity(MAX_DATAGRAM);
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(pair) => pair,
+                // e.g. ECONNREFUSED left by an ICMP error from an earlier
+                // reply: it concerns a past client, not this socket.
+                Err(e) => {
+                    ctx.log(format_args!("udp: receive error ignored: {e}"));
+                    continue;
+                }
+            },
+        };
+        let datagram = &buf[..len];
+        ctx.stats.datagrams.fetch_add(1, Relaxed);
+        ctx.stats.bytes_in.fetch_add(len as u64, Relaxed);
+        reply.clear();
+        match answer_datagram(datagram, &mut reply) {
+            Ok(()) => {
+                ctx.stats.messages.fetch_add(1, Relaxed);
+            }
+            Err(why) => {
+                ctx.stats.protocol_errors.fetch_add(1, Relaxed);
+                ctx.log(format_args!("udp {peer}: bad frame: {why}"));
+            }
+        }
+        if reply.len() > MAX_DATAGRAM {
+            // Unicode uppercasing made the text too long for one datagram.
+            ctx.stats.protocol_errors.fetch_add(1, Relaxed);
+            reply.clear();
+            reply.extend_from_slice(b"ERROR reply too long for one UDP datagram\n");
+        }
+        match socket.send_to(&reply, peer).await {
+            Ok(n) => {
+                ctx.stats.bytes_out.fetch_add(n as u64, Relaxed);
+            }
+            Err(e) => ctx.log(format_args!("udp {peer}: reply not sent: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_datagram_is_uppercased_whole() {
+        let mut reply = Vec::new();
+        answer_datagram(b"hello\n", &mut reply).unwrap();
+        assert_eq!(reply, b"HELLO\n");
+    }
+
+    #[test]
+    fn framed_datagram_gets_framed_reply() {
+        let mut reply = Vec::new();
+        let request = Frame::request(5, 6, &b"x"[..]);
+        answer_datagram(&request.to_bytes().unwrap(), &mut reply).unwrap();
+        assert_eq!(
+            frame::decode_datagram(&reply).unwrap(),
+            request.response_to(&b"X"[..])
+        );
+    }
+
+    #[test]
+    fn truncated_frame_gets_error_frame() {
+        let mut reply = Vec::new();
+        assert!(answer_datagram(&[MAGIC, 0x11, 0], &mut reply).is_err());
+        let err = frame::decode_datagram(&reply).unwrap();
+        assert_eq!(err.frame_type, crate::wire::FrameType::Error);
+    }
+}
