@@ -40,6 +40,13 @@ pub enum Command {
     /// byte order", big-endian); x86 and most ARM CPUs store the least
     /// significant byte first. Every protocol implementation converts.
     Endian(crate::cmd::codec::EndianArgs),
+    /// Measure how many round trips each protocol spends before data flows.
+    ///
+    /// TCP's 3-way handshake costs 1 RTT, TLS 1.2 adds 2, TLS 1.3 adds 1,
+    /// QUIC does transport and crypto in 1, and 0-RTT resumption sends data
+    /// in the very first flight. This runs real connections of each and
+    /// prints the measured cost next to the theory.
+    Compare(crate::cmd::compare::CompareArgs),
 }
 
 /// Parses `250ms`, `5s`, `1.5s`, `2m`, `1h`, `100us`; a bare number is seconds.

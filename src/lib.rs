@@ -19,6 +19,7 @@ pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod echo;
+pub mod measure;
 pub mod output;
 pub mod server;
 pub mod transport;

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             Command::Client(args) => cmd::client::run(args).await,
             Command::Codec(command) => cmd::codec::run(command),
             Command::Endian(args) => cmd::codec::endian(args),
+            Command::Compare(args) => cmd::compare::run(args).await,
         }
     });
     match result {

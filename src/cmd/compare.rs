@@ -1,0 +1,166 @@
+//! `proto compare`: how many round trips each protocol spends before the
+//! first byte of data gets an answer, side by side with what theory says.
+
+use crate::measure::handshake::{measure_variant, Endpoints, Variant, VariantResult};
+use crate::output::compare::{render_csv, render_explanation, render_table, CompareReport};
+use crate::server::{self, Listeners, ServerConfig};
+use crate::transport::Target;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  proto compare                        every variant, 5 runs each\n  proto compare --protocols tcp,udp --runs 10\n  proto compare --to server.example    against 'proto serve all' on another machine\n  proto compare --json | jq '.variants[] | {protocol, handshake_rtts}'"
+)]
+pub struct CompareArgs {
+    /// Variants to measure, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Variant::ALL.to_vec())]
+    pub protocols: Vec<Variant>,
+    /// Measured connections per variant (a warm-up connection comes first and is not counted).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub runs: u64,
+    /// Measure against `proto serve all` running on HOST (ports 8081 and 8443)
+    /// instead of in-process servers.
+    #[arg(long, value_name = "HOST")]
+    pub to: Option<String>,
+    /// Name to verify the server's certificate against (default: the --to host).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Give up on a connection after this long.
+    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub timeout: Duration,
+    /// Print JSON (one object per variant, with `protocol` and `handshake_rtts`).
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV, one row per variant.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    let runs = args.runs as usize;
+    let report = if let Some(host) = &args.to {
+        let endpoints = remote_endpoints(host, args.server_name.clone()).await?;
+        let setting = format!(
+            "Measured against {host} (tcp/udp {}, tls/quic {}), {runs} runs per variant after a warm-up.",
+            endpoints.tcp, endpoints.tls
+        );
+        let variants = measure_all(&args.protocols, &endpoints, runs, args.timeout).await;
+        CompareReport {
+            environment: "remote".into(),
+            setting,
+            runs,
+            variants,
+            link: None,
+        }
+    } else {
+        eprintln!(
+            "proto compare: measuring on loopback. Loopback round trips take microseconds, so CPU time \
+             (key exchange, certificate checks) dominates and the RTT counts below mean little. \
+             The emulated link (proto lab) is what makes round trips visible."
+        );
+        loopback(&args, runs).await?
+    };
+    print_report(&report, &args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(report: &CompareReport, args: &CompareArgs) -> anyhow::Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else if args.csv {
+        print!("{}", render_csv(report));
+    } else {
+        println!("{}", render_table(report));
+        println!("{}", render_explanation(report));
+    }
+    Ok(())
+}
+
+async fn remote_endpoints(host: &str, server_name: Option<String>) -> anyhow::Result<Endpoints> {
+    let plain = Target::parse(host, server::PLAIN_PORT)?;
+    let ip = plain.resolve().await?[0].ip();
+    Ok(Endpoints {
+        tcp: (ip, server::PLAIN_PORT).into(),
+        udp: (ip, server::PLAIN_PORT).into(),
+        tls: (ip, server::SECURE_PORT).into(),
+        quic: (ip, server::SECURE_PORT).into(),
+        server_name: server_name.unwrap_or(plain.host),
+    })
+}
+
+/// Servers in this process on 127.0.0.1, clients too.
+async fn loopback(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport> {
+    let listeners = Listeners::bind_all(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)?;
+    let endpoints = endpoints_of(&listeners, "localhost")?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(server::run(
+        listeners,
+        ServerConfig::quiet_default()?,
+        shutdown.clone(),
+    ));
+    let variants = measure_all(&args.protocols, &endpoints, runs, args.timeout).await;
+    shutdown.cancel();
+    server.await.context("the in-process server failed")??;
+    Ok(CompareReport {
+        environment: "loopback".into(),
+        setting: format!("Measured on loopback (127.0.0.1), {runs} runs per variant after a warm-up: RTTs are microseconds, so CPU time dominates."),
+        runs,
+        variants,
+        link: None,
+    })
+}
+
+/// The addresses of bound listeners, as the clients will dial them.
+pub fn endpoints_of(listeners: &Listeners, server_name: &str) -> anyhow::Result<Endpoints> {
+    let get = |name: &str| {
+        listeners
+            .addresses()
+            .into_iter()
+            .find(|(s, _)| *s == name)
+            .map(|(_, a)| a)
+            .with_context(|| format!("no {name} listener"))
+    };
+    Ok(Endpoints {
+        tcp: get("tcp")?,
+        udp: get("udp")?,
+        tls: get("tls")?,
+        quic: get("quic")?,
+        server_name: server_name.to_string(),
+    })
+}
+
+/// Measures each variant in turn, with a progress bar on a terminal.
+pub async fn measure_all(
+    variants: &[Variant],
+    endpoints: &Endpoints,
+    runs: usize,
+    timeout: Duration,
+) -> Vec<VariantResult> {
+    let bar = ProgressBar::new((variants.len() * runs) as u64);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg:<16} [{bar:30}] {pos}/{len} connections")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let mut results = Vec::with_capacity(variants.len());
+    for &variant in variants {
+        bar.set_message(variant.id());
+        let done_before = bar.position();
+        let result = measure_variant(variant, endpoints, runs, timeout, || bar.inc(1)).await;
+        // A variant that failed early still fills its share of the bar.
+        bar.set_position(done_before + runs as u64);
+        results.push(result);
+    }
+    bar.finish_and_clear();
+    results
+}
