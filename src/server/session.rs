@@ -56,13 +56,28 @@ enum Next {
 /// dialect; both are sans-IO.
 trait Dialect {
     fn answer(&mut self, input: &mut BytesMut, output: &mut Vec<u8>, messages: &mut u64) -> Next;
-    /// The peer half-closed: answer what is left in `input`, if anything.
-    fn answer_last(
+
+    /// At the peer's half-close, after every complete message has been
+    /// answered: deal with the incomplete rest of `input`, if any.
+    fn answer_remainder(
         &mut self,
         input: &mut BytesMut,
         output: &mut Vec<u8>,
         messages: &mut u64,
     ) -> Next;
+
+    /// The peer half-closed: answer everything left in `input`.
+    fn answer_last(
+        &mut self,
+        input: &mut BytesMut,
+        output: &mut Vec<u8>,
+        messages: &mut u64,
+    ) -> Next {
+        match self.answer(input, output, messages) {
+            Next::Continue => self.answer_remainder(input, output, messages),
+            close => close,
+        }
+    }
 }
 
 /// `\n`-terminated text lines; a line over the limit closes the connection.
@@ -105,15 +120,12 @@ impl Dialect for Lines {
         }
     }
 
-    fn answer_last(
+    fn answer_remainder(
         &mut self,
         input: &mut BytesMut,
         output: &mut Vec<u8>,
         messages: &mut u64,
     ) -> Next {
-        if let Next::Close(reason) = self.answer(input, output, messages) {
-            return Next::Close(reason);
-        }
         // A last line without '\n' before the half-close is still a line.
         match self.codec.decode_eof(input) {
             Ok(Some(line)) if !line.is_empty() => {
@@ -188,15 +200,12 @@ impl Dialect for Framed {
         }
     }
 
-    fn answer_last(
+    fn answer_remainder(
         &mut self,
         input: &mut BytesMut,
         output: &mut Vec<u8>,
-        messages: &mut u64,
+        _messages: &mut u64,
     ) -> Next {
-        if let Next::Close(reason) = self.answer(input, output, messages) {
-            return Next::Close(reason);
-        }
         if input.is_empty() {
             return Next::Continue;
         }
