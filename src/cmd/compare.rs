@@ -28,6 +28,15 @@ pub struct CompareArgs {
     /// instead of in-process servers.
     #[arg(long, value_name = "HOST")]
     pub to: Option<String>,
+    /// With --to: the port of the server's TCP and UDP echo.
+    #[arg(long, default_value_t = server::PLAIN_PORT, requires = "to")]
+    pub plain_port: u16,
+    /// With --to: the port of the server's TLS and QUIC echo.
+    #[arg(long, default_value_t = server::SECURE_PORT, requires = "to")]
+    pub secure_port: u16,
+    /// Measure on loopback even where the emulated link is available.
+    #[arg(long, conflicts_with = "to")]
+    pub loopback: bool,
     /// Name to verify the server's certificate against (default: the --to host).
     #[arg(long)]
     pub server_name: Option<String>,
@@ -45,7 +54,7 @@ pub struct CompareArgs {
 pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let runs = args.runs as usize;
     let report = if let Some(host) = &args.to {
-        let endpoints = remote_endpoints(host, args.server_name.clone()).await?;
+        let endpoints = remote_endpoints(host, &args).await?;
         let setting = format!(
             "Measured against {host} (tcp/udp {}, tls/quic {}), {runs} runs per variant after a warm-up.",
             endpoints.tcp, endpoints.tls
@@ -82,15 +91,15 @@ fn print_report(report: &CompareReport, args: &CompareArgs) -> anyhow::Result<()
     Ok(())
 }
 
-async fn remote_endpoints(host: &str, server_name: Option<String>) -> anyhow::Result<Endpoints> {
-    let plain = Target::parse(host, server::PLAIN_PORT)?;
+async fn remote_endpoints(host: &str, args: &CompareArgs) -> anyhow::Result<Endpoints> {
+    let plain = Target::parse(host, args.plain_port)?;
     let ip = plain.resolve().await?[0].ip();
     Ok(Endpoints {
-        tcp: (ip, server::PLAIN_PORT).into(),
-        udp: (ip, server::PLAIN_PORT).into(),
-        tls: (ip, server::SECURE_PORT).into(),
-        quic: (ip, server::SECURE_PORT).into(),
-        server_name: server_name.unwrap_or(plain.host),
+        tcp: (ip, args.plain_port).into(),
+        udp: (ip, args.plain_port).into(),
+        tls: (ip, args.secure_port).into(),
+        quic: (ip, args.secure_port).into(),
+        server_name: args.server_name.clone().unwrap_or(plain.host),
     })
 }
 
