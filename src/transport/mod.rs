@@ -6,7 +6,10 @@
 //! transports is closed, so this is an enum, not a trait object: a `match`
 //! shows every place a new transport must be handled.
 
+pub mod certs;
+pub mod quic;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use anyhow::{bail, Context};
@@ -128,12 +131,51 @@ pub struct ConnectInfo {
     pub handshake_us: Option<f64>,
     /// From the start of connecting to the first echo reply.
     pub first_reply_us: Option<f64>,
+    /// The name the certificate was checked against (and sent as SNI).
+    pub server_name: Option<String>,
+    /// Whether the server's certificate was verified (`false` with --insecure).
+    pub verified: Option<bool>,
+    /// "TLS 1.3", "TLS 1.2", "QUIC v1 (TLS 1.3)".
+    pub version: Option<String>,
+    pub cipher_suite: Option<String>,
+    /// The application protocol agreed by ALPN (`proto-echo`).
+    pub alpn: Option<String>,
+    /// The (EC)DHE group of the key exchange, e.g. `X25519`.
+    pub key_exchange_group: Option<String>,
+    /// The server accepted our session ticket / session ID.
+    pub resumed: Option<bool>,
+    /// We sent our first message as 0-RTT early data.
+    pub early_data_offered: Option<bool>,
+    /// The server accepted (not just received) that early data.
+    pub early_data_accepted: Option<bool>,
+    /// Bytes we sent during the handshake (TLS: TLS records over TCP;
+    /// QUIC: UDP payloads, padding included). Not measured with 0-RTT.
+    pub handshake_bytes_sent: Option<u64>,
+    /// Bytes we received during the handshake (as above).
+    pub handshake_bytes_received: Option<u64>,
 }
 
 /// A connected byte stream of any stream transport.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(tokio::net::TcpStream),
+    /// TLS over TCP (boxed: the TLS state is large).
+    Tls(Box<tls::ClientTlsStream>),
+    /// One bidirectional stream of a QUIC connection.
+    Quic(Box<quic::QuicStream>),
+}
+
+impl Stream {
+    /// Fills `info`'s negotiated fields (version, cipher suite, ALPN, group,
+    /// resumed, early data accepted) from the connection's current state.
+    /// After 0-RTT, call it once the first reply has arrived.
+    pub fn negotiated(&self, info: &mut ConnectInfo) {
+        match self {
+            Stream::Tcp(_) => {}
+            Stream::Tls(s) => tls::negotiated(s.get_ref().1, info),
+            Stream::Quic(s) => s.negotiated(info),
+        }
+    }
 }
 
 /// Forwards a poll method to whichever transport is inside.
@@ -141,6 +183,8 @@ macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
         match $self.get_mut() {
             Stream::Tcp($s) => $call,
+            Stream::Tls($s) => $call,
+            Stream::Quic($s) => $call,
         }
     };
 }
