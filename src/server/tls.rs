@@ -82,7 +82,7 @@ impl StreamSetup for TlsSetup {
                 .unwrap_or_else(|| "?".into()),
             conn.negotiated_key_exchange_group()
                 .map(|g| format!("{:?}", g.name()))
-                .unwrap_or_else(|| "?".into()),
+                .unwrap_or_else(|| "no key exchange".into()),
             conn.alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned())
                 .unwrap_or_else(|| "none".into()),

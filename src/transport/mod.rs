@@ -44,6 +44,11 @@ impl Transport {
         }
     }
 
+    /// TLS or QUIC: encrypted, with certificates and a TLS handshake.
+    pub fn is_encrypted(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Quic)
+    }
+
     /// The port `proto serve` uses for this transport by default.
     pub fn default_port(self) -> u16 {
         match self {

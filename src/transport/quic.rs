@@ -94,6 +94,9 @@ fn transport_config() -> quinn::TransportConfig {
     // Offer DATAGRAM frames (RFC 9221): unreliable messages inside the
     // encrypted connection.
     transport.datagram_receive_buffer_size(Some(1 << 20));
+    // No path-MTU probing: it would add large probe packets right after the
+    // handshake and blur the handshake byte counts.
+    transport.mtu_discovery_config(None);
     transport.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(Duration::from_secs(30)).unwrap_or(quinn::IdleTimeout::from(
             quinn::VarInt::from_u32(30_000),
@@ -201,7 +204,17 @@ impl QuicStream {
             info.resumed = hs.resumed.or(info.resumed);
         }
         if self.zero_rtt.is_some() {
-            info.early_data_accepted = self.zero_rtt_accepted().or(info.early_data_accepted);
+            // The ZeroRttAccepted future's answer, or rustls's own once the
+            // handshake is over.
+            let from_tls = self
+                .connection
+                .handshake_data()
+                .and_then(|d| d.downcast::<QuicHandshakeInfo>().ok())
+                .and_then(|hs| hs.early_data_accepted);
+            info.early_data_accepted = self
+                .zero_rtt_accepted()
+                .or(from_tls)
+                .or(info.early_data_accepted);
         } else if info.early_data_accepted.is_none() {
             info.early_data_accepted = Some(false);
         }
@@ -367,7 +380,7 @@ pub async fn fetch_ticket(
         .exchange_line(b"ticket please")
         .await
         .context("first connection (to get a session ticket)")?;
-    let stream = client.finish().await;
+    let stream = finish(client, limit).await;
     stream.negotiated(&mut info);
     if let Stream::Quic(q) = &stream {
         // The ticket (NewSessionTicket in a CRYPTO frame) follows the
@@ -379,6 +392,20 @@ pub async fn fetch_ticket(
         q.close();
     }
     Ok(info)
+}
+
+/// Finishes our side of the stream, then waits (up to `limit`) for the
+/// server to finish its side, so that closing the connection afterwards
+/// does not cut the server's stream short.
+pub async fn finish(client: crate::client::StreamClient<Stream>, limit: Duration) -> Stream {
+    let mut stream = client.finish().await;
+    let _ = tokio::time::timeout(limit, async {
+        use tokio::io::AsyncReadExt;
+        let mut sink = [0u8; 1024];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    stream
 }
 
 /// Whether the client's session store holds a TLS 1.3 ticket for the
