@@ -111,7 +111,7 @@ pub struct ServerStats {
 #[derive(Debug)]
 pub struct ServerContext {
     pub config: ServerConfig,
-    pub stats: ServerStats,
+    pub stats: Arc<ServerStats>,
     pub shutdown: CancellationToken,
 }
 
@@ -263,10 +263,21 @@ pub async fn run(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServerSummary> {
+    run_observed(listeners, config, shutdown, Arc::default()).await
+}
+
+/// [`run`], counting into `stats`, which the caller can watch while the
+/// server runs (tests wait on these counters instead of sleeping).
+pub async fn run_observed(
+    listeners: Listeners,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    stats: Arc<ServerStats>,
+) -> anyhow::Result<ServerSummary> {
     let started = Instant::now();
     let ctx = Arc::new(ServerContext {
         config,
-        stats: ServerStats::default(),
+        stats,
         shutdown,
     });
     let mut services = JoinSet::new();
@@ -297,7 +308,8 @@ pub async fn run(
             services.spawn(accept_loop(listener, ctx.clone(), setup));
         }
         if let Some(s) = listeners.quic {
-            let config = crate::transport::quic::server_config(&identity)?;
+            let config =
+                crate::transport::quic::server_config(&identity, ctx.config.idle_timeout)?;
             services.spawn(quic::serve(s, config, ctx.clone()));
         }
     }

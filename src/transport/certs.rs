@@ -36,9 +36,17 @@ use std::sync::Arc;
 /// The names every generated server certificate carries.
 pub const DEFAULT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
-/// The subject of the generated CA. Re-creating the CA's parameters from
-/// this name (and its key) is how a stored CA signs a new server certificate.
+/// The subject of the generated CA, followed by a short hash of its public
+/// key: two machines' CAs then have different names, so a client trusting
+/// the wrong one hears "unknown issuer". Re-creating the CA's parameters
+/// from its key is how a stored CA signs a new server certificate.
 const CA_NAME: &str = "proto local teaching CA";
+
+fn ca_name(key: &rcgen::KeyPair) -> String {
+    let hash = Sha256::digest(key.public_key_raw());
+    let short: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{CA_NAME} {short}")
+}
 
 /// Paths of the files in one certificate directory.
 #[derive(Debug, Clone)]
@@ -142,7 +150,7 @@ impl CertDir {
     fn create_ca(&self) -> anyhow::Result<()> {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .context("generating the CA key")?;
-        let cert = ca_params()?
+        let cert = ca_params(&key)?
             .self_signed(&key)
             .context("self-signing the CA")?;
         write_private(&self.ca_key(), key.serialize_pem().as_bytes())?;
@@ -157,7 +165,7 @@ impl CertDir {
             .with_context(|| format!("{} is not a private key", self.ca_key().display()))?;
         // The issuer's name and key identifier are all a signature needs
         // from the CA certificate: rebuild it from the same parameters.
-        let ca = ca_params()?
+        let ca = ca_params(&ca_key)?
             .self_signed(&ca_key)
             .context("rebuilding the CA")?;
         let mut params = rcgen::CertificateParams::new(names.to_vec())
@@ -180,11 +188,11 @@ impl CertDir {
     }
 }
 
-fn ca_params() -> anyhow::Result<rcgen::CertificateParams> {
+fn ca_params(key: &rcgen::KeyPair) -> anyhow::Result<rcgen::CertificateParams> {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, CA_NAME);
+        .push(rcgen::DnType::CommonName, ca_name(key));
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,

@@ -78,18 +78,23 @@ pub struct QuicHandshakeInfo {
 
 /// The server's QUIC configuration: TLS 1.3 with ALPN `proto-echo`,
 /// tickets and 0-RTT, DATAGRAM frames enabled.
-pub fn server_config(identity: &ServerIdentity) -> anyhow::Result<quinn::ServerConfig> {
+/// A connection that sends nothing for `idle` (at most 30 s here) is
+/// closed: that is how a client that vanished is noticed.
+pub fn server_config(
+    identity: &ServerIdentity,
+    idle: Duration,
+) -> anyhow::Result<quinn::ServerConfig> {
     let tls = tls::server_config(identity, None, true)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| anyhow::anyhow!("building the QUIC TLS config: {e}"))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(ObservedServerConfig {
         inner: Arc::new(crypto),
     }));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(transport_config(idle)));
     Ok(config)
 }
 
-fn transport_config() -> quinn::TransportConfig {
+fn transport_config(idle: Duration) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     // Offer DATAGRAM frames (RFC 9221): unreliable messages inside the
     // encrypted connection.
@@ -97,11 +102,11 @@ fn transport_config() -> quinn::TransportConfig {
     // No path-MTU probing: it would add large probe packets right after the
     // handshake and blur the handshake byte counts.
     transport.mtu_discovery_config(None);
-    transport.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(Duration::from_secs(30)).unwrap_or(quinn::IdleTimeout::from(
-            quinn::VarInt::from_u32(30_000),
-        )),
-    ));
+    let idle = idle.min(Duration::from_secs(30)).max(Duration::from_millis(100));
+    let millis = u32::try_from(idle.as_millis()).unwrap_or(30_000);
+    transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        millis,
+    ))));
     transport
 }
 
@@ -151,7 +156,7 @@ impl ClientQuicOptions {
         let mut config = quinn::ClientConfig::new(Arc::new(ObservedClientConfig {
             inner: Arc::new(crypto),
         }));
-        config.transport_config(Arc::new(transport_config()));
+        config.transport_config(Arc::new(transport_config(Duration::from_secs(30))));
         Ok(ClientQuicOptions {
             endpoint,
             config,
@@ -347,7 +352,7 @@ async fn pick_address(target: &Target, endpoint: &quinn::Endpoint) -> anyhow::Re
 /// Turns a failed QUIC handshake into a sentence that says what to do.
 pub fn explain_quic_error(e: &quinn::ConnectionError, target: &Target) -> anyhow::Error {
     let text = e.to_string();
-    if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
+    if text.contains("UnknownIssuer") || text.contains("BadSignature") {
         anyhow::anyhow!(
             "certificate verification failed: the server's certificate is not signed by the CA we trust (UnknownIssuer); pass the server's ca.pem with --ca FILE (or --insecure to skip verification) [{text}]"
         )

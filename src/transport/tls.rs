@@ -427,7 +427,16 @@ pub async fn connect(
     };
     let io = CountingIo::new(tcp);
     let counters = io.counters.clone();
-    let connector = tokio_rustls::TlsConnector::from(opts.config.clone()).early_data(opts.early_data);
+    // Offer early data only when asked to: a server that accepts the offer
+    // counts it, even if we then send nothing. Same session store either way.
+    let config = if !opts.early_data && opts.config.enable_early_data {
+        let mut config = (*opts.config).clone();
+        config.enable_early_data = false;
+        Arc::new(config)
+    } else {
+        opts.config.clone()
+    };
+    let connector = tokio_rustls::TlsConnector::from(config).early_data(opts.early_data);
     let started = Instant::now();
     let tls = match tokio::time::timeout(limit, connector.connect(name.clone(), io)).await {
         Ok(Ok(tls)) => tls,
@@ -483,7 +492,10 @@ pub fn explain_tls_error(e: &std::io::Error, name: &ServerName<'_>, target: &Tar
     let name = name.to_str();
     let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>());
     match tls {
-        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => anyhow::anyhow!(
+        // BadSignature: an issuer of the same name but another key signed it.
+        Some(Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) => anyhow::anyhow!(
             "certificate verification failed: the server's certificate is not signed by the CA we trust (UnknownIssuer); pass the server's ca.pem with --ca FILE (or --insecure to skip verification)"
         ),
         Some(Error::InvalidCertificate(
