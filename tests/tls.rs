@@ -14,8 +14,14 @@ use std::time::{Duration, Instant};
 use support::{count, wait_until, Options, TestServer, LIMIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn echo_once(server: &TestServer, opts: &ClientTlsOptions, line: &str) -> proto::transport::ConnectInfo {
-    let (stream, mut info) = tls::connect(&server.tls_target(), opts, LIMIT).await.unwrap();
+async fn echo_once(
+    server: &TestServer,
+    opts: &ClientTlsOptions,
+    line: &str,
+) -> proto::transport::ConnectInfo {
+    let (stream, mut info) = tls::connect(&server.tls_target(), opts, LIMIT)
+        .await
+        .unwrap();
     let mut client = StreamClient::new(stream, LIMIT);
     let reply = client.exchange_line(line.as_bytes()).await.unwrap();
     assert_eq!(reply, line.to_uppercase().as_bytes());
@@ -43,7 +49,10 @@ async fn our_client(version: TlsVersion) {
     // server's side larger.
     let sent = info.handshake_bytes_sent.unwrap();
     let received = info.handshake_bytes_received.unwrap();
-    assert!(sent > 100 && received > sent, "{sent} sent, {received} received");
+    assert!(
+        sent > 100 && received > sent,
+        "{sent} sent, {received} received"
+    );
     let summary = server.stop().await;
     assert_eq!(summary.tls_handshakes, 1);
     assert_eq!(summary.messages, 1);
@@ -74,7 +83,12 @@ fn openssl_echo(server: &TestServer, version_flag: &str) -> (String, String) {
             "-CAfile",
         ])
         .arg(server.certs.ca_cert())
-        .args(["-verify_return_error", "-verify_hostname", "localhost", "-brief"])
+        .args([
+            "-verify_return_error",
+            "-verify_hostname",
+            "localhost",
+            "-brief",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -137,7 +151,9 @@ async fn openssl_s_client_tls12_gets_an_echo() {
 async fn resumption(version: Option<TlsVersion>) {
     let server = TestServer::start().await;
     let opts = ClientTlsOptions::new(&server.trust(), version).unwrap();
-    let first = tls::fetch_ticket(&server.tls_target(), &opts, LIMIT).await.unwrap();
+    let first = tls::fetch_ticket(&server.tls_target(), &opts, LIMIT)
+        .await
+        .unwrap();
     assert_eq!(first.resumed, Some(false));
     let info = echo_once(&server, &opts, "again").await;
     assert_eq!(info.resumed, Some(true), "{info:?}");
@@ -161,14 +177,19 @@ async fn tls12_resumption_is_accepted_by_the_server() {
 async fn tls13_zero_rtt_is_accepted_by_the_server() {
     let server = TestServer::start().await;
     let mut opts = ClientTlsOptions::new(&server.trust(), None).unwrap();
-    tls::fetch_ticket(&server.tls_target(), &opts, LIMIT).await.unwrap();
+    tls::fetch_ticket(&server.tls_target(), &opts, LIMIT)
+        .await
+        .unwrap();
     opts.early_data = true;
     let info = echo_once(&server, &opts, "early bird").await;
     assert_eq!(info.early_data_offered, Some(true));
     assert_eq!(info.early_data_accepted, Some(true), "{info:?}");
     assert_eq!(info.resumed, Some(true));
     let summary = server.stop().await;
-    assert_eq!(summary.early_data_accepted, 1, "accepted on the server's side");
+    assert_eq!(
+        summary.early_data_accepted, 1,
+        "accepted on the server's side"
+    );
     assert_eq!(summary.resumed, 1);
     assert_eq!(summary.messages, 2);
 }
@@ -194,8 +215,7 @@ async fn a_wrong_ca_fails_with_a_clear_error() {
     let opts = ClientTlsOptions::new(&trust, None).unwrap();
     let err = tls::connect(&server.tls_target(), &opts, LIMIT)
         .await
-        .err()
-        .expect("verification must fail");
+        .expect_err("verification must fail");
     let text = format!("{err:#}");
     assert!(text.contains("not signed by the CA we trust"), "{text}");
     assert!(text.contains("--ca"), "{text}");
@@ -210,8 +230,14 @@ async fn a_name_the_certificate_lacks_fails_and_server_name_fixes_it() {
     let server = TestServer::start().await;
     let mut opts = ClientTlsOptions::new(&server.trust(), None).unwrap();
     opts.server_name = Some("example.org".into());
-    let err = tls::connect(&server.tls_target(), &opts, LIMIT).await.err().unwrap();
-    assert!(format!("{err:#}").contains("not valid for 'example.org'"), "{err:#}");
+    let err = tls::connect(&server.tls_target(), &opts, LIMIT)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains("not valid for 'example.org'"),
+        "{err:#}"
+    );
     opts.server_name = Some("localhost".into());
     let info = echo_once(&server, &opts, "by name").await;
     assert_eq!(info.server_name.as_deref(), Some("localhost"));
@@ -266,7 +292,10 @@ async fn a_stalled_handshake_times_out_without_blocking_others() {
         .expect("the server drops the staller")
         .ok();
     assert!(started.elapsed() >= Duration::from_millis(400));
-    wait_until("the timeout is counted", || count(&server.stats.handshake_failures) == 1).await;
+    wait_until("the timeout is counted", || {
+        count(&server.stats.handshake_failures) == 1
+    })
+    .await;
     server.stop().await;
 }
 
@@ -281,7 +310,10 @@ async fn a_client_offering_only_a_wrong_alpn_is_refused() {
         early_data: false,
         insecure: false,
     };
-    let err = tls::connect(&server.tls_target(), &opts, LIMIT).await.err().unwrap();
+    let err = tls::connect(&server.tls_target(), &opts, LIMIT)
+        .await
+        .err()
+        .unwrap();
     assert!(format!("{err:#}").contains("ALPN"), "{err:#}");
     let summary = server.stop().await;
     assert_eq!(summary.handshake_failures, 1);
@@ -291,13 +323,18 @@ async fn a_client_offering_only_a_wrong_alpn_is_refused() {
 async fn a_client_that_vanishes_mid_line_is_dropped_with_a_reason() {
     let server = TestServer::start().await;
     let opts = ClientTlsOptions::new(&server.trust(), None).unwrap();
-    let (stream, _) = tls::connect(&server.tls_target(), &opts, LIMIT).await.unwrap();
+    let (stream, _) = tls::connect(&server.tls_target(), &opts, LIMIT)
+        .await
+        .unwrap();
     let mut stream = stream;
     stream.write_all(b"half a li").await.unwrap();
     stream.flush().await.unwrap();
     // Gone without close_notify: drop the TCP connection under TLS.
     drop(stream);
-    wait_until("the server notices", || count(&server.stats.abnormal_closes) == 1).await;
+    wait_until("the server notices", || {
+        count(&server.stats.abnormal_closes) == 1
+    })
+    .await;
     echo_once(&server, &opts, "others fine").await;
     let summary = server.stop().await;
     assert_eq!(summary.abnormal_closes, 1);
@@ -329,14 +366,26 @@ fn the_binary_serves_tls_and_its_client_reports_json() {
     assert!(banner.contains("SHA-256"), "{banner}");
     assert!(banner.contains("ca.pem"), "{banner}");
     let output = Command::new(bin)
-        .args(["client", "tls", &addr, "--json", "-m", "json please", "--ca"])
+        .args([
+            "client",
+            "tls",
+            &addr,
+            "--json",
+            "-m",
+            "json please",
+            "--ca",
+        ])
         .arg(dir.join("ca.pem"))
         .output()
         .unwrap();
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(report["exchanges"][0]["reply"], "JSON PLEASE");
@@ -353,7 +402,16 @@ fn insecure_is_announced_on_every_run() {
     let bin = env!("CARGO_BIN_EXE_proto");
     // No server needed: the warning comes before connecting.
     let output = Command::new(bin)
-        .args(["client", "tls", "127.0.0.1:1", "--insecure", "-m", "x", "--timeout", "1s"])
+        .args([
+            "client",
+            "tls",
+            "127.0.0.1:1",
+            "--insecure",
+            "-m",
+            "x",
+            "--timeout",
+            "1s",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

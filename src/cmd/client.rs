@@ -336,10 +336,7 @@ fn print_negotiated(info: &ConnectInfo) {
     let mut what = vec![info.version.clone().unwrap_or_else(|| "?".into())];
     what.extend(info.cipher_suite.clone());
     what.extend(info.key_exchange_group.clone());
-    what.push(format!(
-        "ALPN {}",
-        info.alpn.as_deref().unwrap_or("none")
-    ));
+    what.push(format!("ALPN {}", info.alpn.as_deref().unwrap_or("none")));
     match (info.verified, &info.server_name) {
         (Some(true), Some(name)) => what.push(format!("certificate verified for {name}")),
         (Some(false), _) => what.push("certificate NOT verified (--insecure)".into()),
@@ -368,7 +365,11 @@ fn print_negotiated(info: &ConnectInfo) {
     match ms(info.handshake_us) {
         Some(t) => timing.push(format!(
             "{} handshake {t}",
-            if info.transport == Some(Transport::Quic) { "QUIC" } else { "TLS" }
+            if info.transport == Some(Transport::Quic) {
+                "QUIC"
+            } else {
+                "TLS"
+            }
         )),
         None if info.early_data_offered == Some(true) => {
             timing.push("handshake overlapped with the first message (0-RTT)".into())
@@ -381,7 +382,8 @@ fn print_negotiated(info: &ConnectInfo) {
     if !timing.is_empty() {
         eprintln!("proto: timing: {}", timing.join(", "));
     }
-    if let (Some(sent), Some(received)) = (info.handshake_bytes_sent, info.handshake_bytes_received) {
+    if let (Some(sent), Some(received)) = (info.handshake_bytes_sent, info.handshake_bytes_received)
+    {
         eprintln!("proto: handshake bytes: {sent} sent, {received} received");
     }
 }

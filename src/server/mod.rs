@@ -298,7 +298,8 @@ pub async fn run_observed(
             );
         };
         if let Some(l) = listeners.tls {
-            let config = crate::transport::tls::server_config(&identity, ctx.config.tls_version, false)?;
+            let config =
+                crate::transport::tls::server_config(&identity, ctx.config.tls_version, false)?;
             let listener =
                 tokio::net::TcpListener::from_std(l).context("registering the TLS listener")?;
             let setup = tls::TlsSetup {
@@ -308,8 +309,7 @@ pub async fn run_observed(
             services.spawn(accept_loop(listener, ctx.clone(), setup));
         }
         if let Some(s) = listeners.quic {
-            let config =
-                crate::transport::quic::server_config(&identity, ctx.config.idle_timeout)?;
+            let config = crate::transport::quic::server_config(&identity, ctx.config.idle_timeout)?;
             services.spawn(quic::serve(s, config, ctx.clone()));
         }
     }

@@ -67,9 +67,12 @@ async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
     let handshake: Handshake = match connecting.into_0rtt() {
         // Resolves when the handshake completes (its value only means
         // something on a client).
-        Ok((connection, done)) => (connection, Box::pin(async move {
-            let _ = done.await;
-        })),
+        Ok((connection, done)) => (
+            connection,
+            Box::pin(async move {
+                let _ = done.await;
+            }),
+        ),
         Err(connecting) => match connecting.await {
             Ok(connection) => (connection, Box::pin(async {})),
             Err(e) => {
@@ -183,7 +186,11 @@ async fn serve_established(
     ));
 }
 
-fn record_handshake(connection: &quinn::Connection, peer: std::net::SocketAddr, ctx: &ServerContext) {
+fn record_handshake(
+    connection: &quinn::Connection,
+    peer: std::net::SocketAddr,
+    ctx: &ServerContext,
+) {
     ctx.stats.quic_connections.fetch_add(1, Relaxed);
     let info = connection
         .handshake_data()

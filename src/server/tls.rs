@@ -43,11 +43,8 @@ impl StreamSetup for TlsSetup {
         let conn = rustls::ServerConnection::new(self.config.clone())?;
         let mut stream = ServerTlsStream::new(tcp, conn);
         let limit = ctx.config.handshake_timeout;
-        let done = tokio::time::timeout(
-            limit,
-            std::future::poll_fn(|cx| stream.poll_handshake(cx)),
-        )
-        .await;
+        let done =
+            tokio::time::timeout(limit, std::future::poll_fn(|cx| stream.poll_handshake(cx))).await;
         match done {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -101,9 +98,9 @@ impl StreamSetup for TlsSetup {
 fn explain_server_error(e: &std::io::Error) -> String {
     use rustls::Error;
     match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
-        Some(Error::InvalidMessage(m)) => format!(
-            "the client did not speak TLS ({m:?}): plain text to a TLS port?"
-        ),
+        Some(Error::InvalidMessage(m)) => {
+            format!("the client did not speak TLS ({m:?}): plain text to a TLS port?")
+        }
         Some(Error::NoApplicationProtocol) => {
             "the client offered only ALPN protocols we do not speak (we speak proto-echo)".into()
         }
@@ -169,10 +166,7 @@ impl ServerTlsStream {
         if let Err(e) = self.conn.process_new_packets() {
             // rustls queued an alert telling the client why: try to send it.
             let _ = self.flush_tls(cx);
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                e,
-            )));
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)));
         }
         if let Some(mut early) = self.conn.early_data() {
             self.early_accepted = true;

@@ -66,7 +66,9 @@ impl CertDir {
             return Ok(CertDir::new(dir));
         }
         if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-            return Ok(CertDir::new(PathBuf::from(data).join("proto").join("certs")));
+            return Ok(CertDir::new(
+                PathBuf::from(data).join("proto").join("certs"),
+            ));
         }
         match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
             Some(home) => Ok(CertDir::new(
@@ -204,7 +206,11 @@ fn ca_params(key: &rcgen::KeyPair) -> anyhow::Result<rcgen::CertificateParams> {
 
 /// Whether `chain` verifies under `ca` for every one of `names`: the same
 /// check a client makes, done with rustls's own verifier.
-fn covers(ca: &CertificateDer<'static>, chain: &[CertificateDer<'static>], names: &[String]) -> bool {
+fn covers(
+    ca: &CertificateDer<'static>,
+    chain: &[CertificateDer<'static>],
+    names: &[String],
+) -> bool {
     let Some((leaf, intermediates)) = chain.split_first() else {
         return false;
     };
@@ -302,7 +308,10 @@ impl ServerIdentity {
                 files.server_cert().display(),
                 self.fingerprint()
             ));
-            lines.push(format!("server key         {}", files.server_key().display()));
+            lines.push(format!(
+                "server key         {}",
+                files.server_key().display()
+            ));
             lines.push(format!("certificate names  {}", self.names.join(", ")));
         } else {
             lines.push(format!("server certificate SHA-256 {}", self.fingerprint()));
@@ -451,7 +460,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.server_key()).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.server_key())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "the key must not be readable by others");
         }
         let _ = std::fs::remove_dir_all(&dir.dir);

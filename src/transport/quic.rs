@@ -102,7 +102,9 @@ fn transport_config(idle: Duration) -> quinn::TransportConfig {
     // No path-MTU probing: it would add large probe packets right after the
     // handshake and blur the handshake byte counts.
     transport.mtu_discovery_config(None);
-    let idle = idle.min(Duration::from_secs(30)).max(Duration::from_millis(100));
+    let idle = idle
+        .min(Duration::from_secs(30))
+        .max(Duration::from_millis(100));
     let millis = u32::try_from(idle.as_millis()).unwrap_or(30_000);
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         millis,
@@ -116,7 +118,10 @@ fn transport_config(idle: Duration) -> quinn::TransportConfig {
 #[derive(Debug, Clone)]
 pub struct ClientQuicOptions {
     pub endpoint: quinn::Endpoint,
+    /// For connections without 0-RTT: does not even offer early data.
     pub config: quinn::ClientConfig,
+    /// For 0-RTT connections: offers early data. Shares `sessions`.
+    pub config_0rtt: quinn::ClientConfig,
     /// The rustls config inside `config`.
     pub tls: Arc<rustls::ClientConfig>,
     /// Its session store: where tickets wait for the next connection.
@@ -151,15 +156,23 @@ impl ClientQuicOptions {
         let mut tls = tls::client_config(trust, None, true)?;
         tls.resumption = rustls::client::Resumption::store(sessions.clone());
         let tls = Arc::new(tls);
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.clone())
-            .map_err(|e| anyhow::anyhow!("building the QUIC TLS config: {e}"))?;
-        let mut config = quinn::ClientConfig::new(Arc::new(ObservedClientConfig {
-            inner: Arc::new(crypto),
-        }));
-        config.transport_config(Arc::new(transport_config(Duration::from_secs(30))));
+        // A server that accepts an offer of early data counts it, even if
+        // no 0-RTT packet follows: offer it only when 0-RTT is wanted.
+        let mut no_early = (*tls).clone();
+        no_early.enable_early_data = false;
+        let quinn_config = |tls: Arc<rustls::ClientConfig>| -> anyhow::Result<quinn::ClientConfig> {
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+                .map_err(|e| anyhow::anyhow!("building the QUIC TLS config: {e}"))?;
+            let mut config = quinn::ClientConfig::new(Arc::new(ObservedClientConfig {
+                inner: Arc::new(crypto),
+            }));
+            config.transport_config(Arc::new(transport_config(Duration::from_secs(30))));
+            Ok(config)
+        };
         Ok(ClientQuicOptions {
             endpoint,
-            config,
+            config: quinn_config(Arc::new(no_early))?,
+            config_0rtt: quinn_config(tls.clone())?,
             tls,
             sessions,
             server_name: None,
@@ -266,7 +279,11 @@ pub async fn connect(
     limit: Duration,
 ) -> anyhow::Result<(Stream, ConnectInfo)> {
     let addr = pick_address(target, &opts.endpoint).await?;
-    let name = opts.server_name.as_deref().unwrap_or(&target.host).to_string();
+    let name = opts
+        .server_name
+        .as_deref()
+        .unwrap_or(&target.host)
+        .to_string();
     // Fail early, with a clear message, on a name rustls cannot verify.
     tls::server_name(&name)?;
     let mut info = ConnectInfo {
@@ -277,9 +294,14 @@ pub async fn connect(
         ..ConnectInfo::default()
     };
     let started = Instant::now();
+    let config = if opts.zero_rtt {
+        opts.config_0rtt.clone()
+    } else {
+        opts.config.clone()
+    };
     let connecting = opts
         .endpoint
-        .connect_with(opts.config.clone(), addr, &name)
+        .connect_with(config, addr, &name)
         .with_context(|| format!("cannot start a QUIC connection to {addr}"))?;
     let (connection, zero_rtt) = if opts.zero_rtt {
         match connecting.into_0rtt() {
@@ -472,12 +494,8 @@ impl qcrypto::ClientConfig for ObservedClientConfig {
         server_name: &str,
         params: &TransportParameters,
     ) -> Result<Box<dyn qcrypto::Session>, ConnectError> {
-        let inner = qcrypto::ClientConfig::start_session(
-            self.inner.clone(),
-            version,
-            server_name,
-            params,
-        )?;
+        let inner =
+            qcrypto::ClientConfig::start_session(self.inner.clone(), version, server_name, params)?;
         Ok(Box::new(Observed::new(inner, Side::Client)))
     }
 }

@@ -328,8 +328,9 @@ impl ClientTlsOptions {
 
 /// A name to verify: a DNS name or an IP address.
 pub fn server_name(name: &str) -> anyhow::Result<ServerName<'static>> {
-    ServerName::try_from(name.to_string())
-        .map_err(|_| anyhow::anyhow!("'{name}' is not a valid server name (DNS name or IP address)"))
+    ServerName::try_from(name.to_string()).map_err(|_| {
+        anyhow::anyhow!("'{name}' is not a valid server name (DNS name or IP address)")
+    })
 }
 
 /// Bytes that crossed a connection, counted below TLS (so: TLS records,
@@ -487,7 +488,11 @@ pub fn version_name(v: rustls::ProtocolVersion) -> String {
 }
 
 /// Turns a failed handshake into a sentence that says what to do.
-pub fn explain_tls_error(e: &std::io::Error, name: &ServerName<'_>, target: &Target) -> anyhow::Error {
+pub fn explain_tls_error(
+    e: &std::io::Error,
+    name: &ServerName<'_>,
+    target: &Target,
+) -> anyhow::Error {
     use rustls::{CertificateError, Error};
     let name = name.to_str();
     let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>());
