@@ -184,7 +184,20 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         if !args.json && args.transport.is_encrypted() {
             print_negotiated(&info);
         }
-        return interactive_session(echo, &args).await;
+        let connection = match &echo {
+            Echo::Stream(client) => match client.get_ref() {
+                Stream::Quic(q) => Some(q.connection.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let result = interactive_session(echo, &args).await;
+        if let (Some(connection), Some(endpoint)) = (connection, quic_endpoint) {
+            // Close politely so the server is not left waiting for its idle timeout.
+            connection.close(0u32.into(), b"done");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+        return result;
     }
 
     let mut exchanges = Vec::new();
