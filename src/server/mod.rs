@@ -77,9 +77,16 @@ impl ServerConfig {
     /// Like [`ServerConfig::quiet_default`] with certificates in `dir`
     /// (created there if missing; clients trust `dir/ca.pem`).
     pub fn quiet_with_cert_dir(dir: &CertDir) -> anyhow::Result<ServerConfig> {
+        ServerConfig::quiet_with_certs(dir, &[])
+    }
+
+    /// Like [`ServerConfig::quiet_with_cert_dir`], with a server certificate
+    /// that also names `extra_names` (e.g. the lab's 10.x server address),
+    /// re-issued under the same CA if the stored one lacks any of them.
+    pub fn quiet_with_certs(dir: &CertDir, extra_names: &[String]) -> anyhow::Result<ServerConfig> {
         Ok(ServerConfig {
             quiet: true,
-            identity: Some(Arc::new(dir.load_or_create(&[])?)),
+            identity: Some(Arc::new(dir.load_or_create(extra_names)?)),
             ..ServerConfig::default()
         })
     }

@@ -331,14 +331,64 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 }
 
 /// The names a server bound to `ip` should have in its certificate besides
-/// the defaults: the address itself, unless it is loopback or unspecified
-/// (0.0.0.0 / ::, for which every local address would be needed).
+/// the defaults: the address itself unless it is loopback; for 0.0.0.0 or
+/// `::` ("every address"), every non-loopback address of this machine.
 pub fn names_for_bind(ip: IpAddr) -> Vec<String> {
-    if ip.is_loopback() || ip.is_unspecified() {
+    if ip.is_loopback() {
         Vec::new()
+    } else if ip.is_unspecified() {
+        local_addresses()
+            .into_iter()
+            .filter(|a| a.is_ipv4() == ip.is_ipv4() || ip.is_ipv6())
+            .map(|a| a.to_string())
+            .collect()
     } else {
         vec![ip.to_string()]
     }
+}
+
+/// This machine's non-loopback addresses (IPv6 link-local ones left out:
+/// they need a scope and cannot be named in a certificate usefully).
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    #[cfg(unix)]
+    {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs fills `list` with a linked list we free below;
+        // each sockaddr is read according to its family.
+        unsafe {
+            if libc::getifaddrs(&mut list) != 0 {
+                return out;
+            }
+            let mut cur = list;
+            while !cur.is_null() {
+                let addr = (*cur).ifa_addr;
+                if !addr.is_null() {
+                    match i32::from((*addr).sa_family) {
+                        libc::AF_INET => {
+                            let sin = &*(addr as *const libc::sockaddr_in);
+                            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                            out.push(IpAddr::V4(ip));
+                        }
+                        libc::AF_INET6 => {
+                            let sin6 = &*(addr as *const libc::sockaddr_in6);
+                            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                            if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                                out.push(IpAddr::V6(ip));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                cur = (*cur).ifa_next;
+            }
+            libc::freeifaddrs(list);
+        }
+    }
+    out.retain(|a| !a.is_loopback());
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Every PEM certificate in `path`.
@@ -467,6 +517,19 @@ mod tests {
             assert_eq!(mode & 0o077, 0, "the key must not be readable by others");
         }
         let _ = std::fs::remove_dir_all(&dir.dir);
+    }
+
+    #[test]
+    fn bind_addresses_name_themselves_but_loopback_adds_nothing() {
+        assert!(names_for_bind("127.0.0.1".parse().unwrap()).is_empty());
+        assert_eq!(
+            names_for_bind("10.9.8.7".parse().unwrap()),
+            vec!["10.9.8.7"]
+        );
+        for name in names_for_bind("0.0.0.0".parse().unwrap()) {
+            let ip: IpAddr = name.parse().unwrap();
+            assert!(ip.is_ipv4() && !ip.is_loopback());
+        }
     }
 
     #[test]
