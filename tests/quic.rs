@@ -366,3 +366,52 @@ fn the_binary_serves_quic_and_its_client_uses_0rtt() {
     assert_eq!(report["connection"]["resumed"], true);
     assert_eq!(report["ticket_connection"]["resumed"], false);
 }
+
+/// Claim C5 in miniature: through a relay adding 100 ms of round trip, a
+/// full QUIC handshake plus one echo costs 2 round trips, and 0-RTT 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_rtt_saves_the_handshake_round_trip() {
+    let server = TestServer::start().await;
+    let rtt = Duration::from_millis(100);
+    let relay = support::delaying_udp_relay(server.quic, rtt / 2).await;
+    let target = proto::transport::Target {
+        host: "127.0.0.1".into(),
+        port: relay.port(),
+    };
+    let mut opts = ClientQuicOptions::new(&server.trust()).unwrap();
+    opts.server_name = Some("localhost".into());
+    let timed = |opts: ClientQuicOptions| {
+        let target = target.clone();
+        async move {
+            let started = Instant::now();
+            let (stream, mut info) = quic::connect(&target, &opts, LIMIT).await.unwrap();
+            let mut client = StreamClient::new(stream, LIMIT);
+            client.exchange_line(b"timed").await.unwrap();
+            let took = started.elapsed();
+            client.get_ref().negotiated(&mut info);
+            if let Stream::Quic(q) = quic::finish(client, LIMIT).await {
+                // Wait for the ticket(s) before closing.
+                tokio::time::sleep(rtt).await;
+                q.close();
+            }
+            (took, info)
+        }
+    };
+    let (full, info) = timed(opts.clone()).await;
+    assert_eq!(info.resumed, Some(false));
+    opts.zero_rtt = true;
+    let (zero, info) = timed(opts.clone()).await;
+    assert_eq!(info.early_data_accepted, Some(true), "{info:?}");
+    let in_rtts = |d: Duration| d.as_secs_f64() / rtt.as_secs_f64();
+    eprintln!(
+        "first reply at RTT {rtt:?}: full handshake {full:?} ({:.2} RTT), 0-RTT {zero:?} ({:.2} RTT)",
+        in_rtts(full),
+        in_rtts(zero)
+    );
+    assert!(
+        (1.9..2.6).contains(&in_rtts(full)),
+        "full handshake: {full:?}"
+    );
+    assert!((0.9..1.5).contains(&in_rtts(zero)), "0-RTT: {zero:?}");
+    server.stop().await;
+}

@@ -418,3 +418,54 @@ fn insecure_is_announced_on_every_run() {
     assert!(stderr.contains("WARNING: --insecure"), "{stderr}");
     assert!(!output.status.success());
 }
+
+/// Time from starting to connect to the first echo reply, through `relay`.
+async fn first_reply(
+    relay: std::net::SocketAddr,
+    opts: &ClientTlsOptions,
+) -> (Duration, proto::transport::ConnectInfo) {
+    let target = proto::transport::Target {
+        host: "127.0.0.1".into(),
+        port: relay.port(),
+    };
+    let started = Instant::now();
+    let (stream, mut info) = tls::connect(&target, opts, LIMIT).await.unwrap();
+    let mut client = StreamClient::new(stream, LIMIT);
+    client.exchange_line(b"timed").await.unwrap();
+    let took = started.elapsed();
+    client.get_ref().negotiated(&mut info);
+    let mut stream = client.finish().await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, stream.read_to_end(&mut rest)).await;
+    (took, info)
+}
+
+/// Claim C3/C4 in miniature: through a relay adding 100 ms of round trip
+/// (the TCP handshake to the relay stays local), a full TLS 1.3 handshake
+/// plus one echo costs 2 round trips, and 0-RTT with the server answering
+/// the early data in its first flight costs 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_rtt_saves_the_handshake_round_trip() {
+    let server = TestServer::start().await;
+    let rtt = Duration::from_millis(100);
+    let relay = support::delaying_tcp_relay(server.tls, rtt / 2).await;
+    let mut opts = ClientTlsOptions::new(&server.trust(), Some(TlsVersion::V1_3)).unwrap();
+    opts.server_name = Some("localhost".into());
+    let (full, info) = first_reply(relay, &opts).await;
+    assert_eq!(info.resumed, Some(false));
+    opts.early_data = true;
+    let (zero, info) = first_reply(relay, &opts).await;
+    assert_eq!(info.early_data_accepted, Some(true), "{info:?}");
+    let in_rtts = |d: Duration| d.as_secs_f64() / rtt.as_secs_f64();
+    eprintln!(
+        "first reply at RTT {rtt:?}: full handshake {full:?} ({:.2} RTT), 0-RTT {zero:?} ({:.2} RTT)",
+        in_rtts(full),
+        in_rtts(zero)
+    );
+    assert!(
+        (1.9..2.6).contains(&in_rtts(full)),
+        "full handshake: {full:?}"
+    );
+    assert!((0.9..1.5).contains(&in_rtts(zero)), "0-RTT: {zero:?}");
+    server.stop().await;
+}

@@ -134,3 +134,90 @@ pub async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 pub fn count(counter: &AtomicU64) -> u64 {
     counter.load(Relaxed)
 }
+
+/// A TCP relay on 127.0.0.1 that delays every chunk by `one_way` in each
+/// direction: a round trip through it costs `2 × one_way` more. (The TCP
+/// handshake with the relay itself stays local.)
+pub async fn delaying_tcp_relay(to: SocketAddr, one_way: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(to).await else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(delayed_pipe(cr, sw, one_way));
+            tokio::spawn(delayed_pipe(sr, cw, one_way));
+        }
+    });
+    addr
+}
+
+async fn delayed_pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let due = tokio::time::Instant::now() + delay;
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    while let Some((due, bytes)) = rx.recv().await {
+        tokio::time::sleep_until(due).await;
+        if to.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// A UDP relay on 127.0.0.1 for one client that delays every datagram by
+/// `one_way` in each direction.
+pub async fn delaying_udp_relay(to: SocketAddr, one_way: Duration) -> SocketAddr {
+    let outer = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let inner = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = outer.local_addr().unwrap();
+    let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    let (o, i, c) = (outer.clone(), inner.clone(), client.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = o.recv_from(&mut buf).await {
+            *c.lock().unwrap() = Some(from);
+            let (i, bytes) = (i.clone(), buf[..n].to_vec());
+            tokio::spawn(async move {
+                tokio::time::sleep(one_way).await;
+                let _ = i.send_to(&bytes, to).await;
+            });
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, _)) = inner.recv_from(&mut buf).await {
+            let Some(back) = *client.lock().unwrap() else {
+                continue;
+            };
+            let (o, bytes) = (outer.clone(), buf[..n].to_vec());
+            tokio::spawn(async move {
+                tokio::time::sleep(one_way).await;
+                let _ = o.send_to(&bytes, back).await;
+            });
+        }
+    });
+    addr
+}
