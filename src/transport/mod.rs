@@ -5,6 +5,41 @@
 //! the load generator are written once for all of them. The set of
 //! transports is closed, so this is an enum, not a trait object: a `match`
 //! shows every place a new transport must be handled.
+//!
+//! | module    | what it shows |
+//! |-----------|---------------|
+//! | [`tcp`]   | the three-way handshake, timed |
+//! | [`udp`]   | no handshake at all |
+//! | [`tls`]   | TLS 1.2 vs 1.3 flights, tickets, 0-RTT, ALPN; both sides' rustls configs |
+//! | [`quic`]  | QUIC's combined handshake, 0-RTT, datagrams; a look at its ServerHello |
+//! | [`certs`] | a local CA and server certificate, so everything is verified |
+//!
+//! # Making one measured connection (for `proto compare`)
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use proto::transport::{quic, tls, Target};
+//! use std::time::Duration;
+//! let target = Target::parse("localhost", 8443)?;
+//! let trust = tls::Trust::from_options(None, false)?; // proto's local CA
+//! // TLS: keep `opts` (its Arc<ClientConfig> holds the session tickets).
+//! let mut opts = tls::ClientTlsOptions::new(&trust, Some(tls::TlsVersion::V1_3))?;
+//! tls::fetch_ticket(&target, &opts, Duration::from_secs(5)).await?; // for resumption/0-RTT
+//! opts.early_data = true;
+//! let (stream, mut info) = tls::connect(&target, &opts, Duration::from_secs(5)).await?;
+//! // ... write the request, flush, read the reply (t0 → first reply) ...
+//! stream.negotiated(&mut info); // after 0-RTT: resumed / early data accepted
+//! // QUIC: keep `qopts` (one endpoint, one ticket store) across connections.
+//! let mut qopts = quic::ClientQuicOptions::new(&trust)?;
+//! quic::fetch_ticket(&target, &qopts, Duration::from_secs(5)).await?;
+//! qopts.zero_rtt = true;
+//! let (stream, info) = quic::connect(&target, &qopts, Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Tickets are single-use. After a 0-RTT connection, read until the server
+//! closes (or give it a round trip) before dropping it: the replacement
+//! tickets arrive after the server has seen the client's Finished.
 
 pub mod certs;
 pub mod quic;

@@ -35,7 +35,7 @@
 //! # What we can see of the handshake
 //!
 //! quinn keeps its rustls session private, so proto wraps quinn's crypto
-//! session ([`Observed`]) and reads the plaintext ServerHello as it passes
+//! session (`Observed`) and reads the plaintext ServerHello as it passes
 //! (the client receives it, the server writes it): the chosen cipher suite,
 //! key-exchange group, and whether the server accepted a pre-shared key
 //! (resumption). Nothing is changed, only looked at. Plain QUIC v1 + ALPN:
