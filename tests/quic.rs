@@ -415,3 +415,29 @@ async fn zero_rtt_saves_the_handshake_round_trip() {
     assert!((0.9..1.5).contains(&in_rtts(zero)), "0-RTT: {zero:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn zero_rtt_a_server_rejects_is_reported_as_rejected() {
+    let first = TestServer::start().await;
+    let second = TestServer::start_with(Options {
+        cert_dir: Some(first.certs.clone()),
+        ..Options::default()
+    })
+    .await;
+    let mut opts = ClientQuicOptions::new(&first.trust()).unwrap();
+    opts.server_name = Some("localhost".into());
+    quic::fetch_ticket(&first.quic_target(), &opts, LIMIT)
+        .await
+        .unwrap();
+    opts.zero_rtt = true;
+    let info = echo_once(&second, &opts, "rejected but answered").await;
+    assert_eq!(info.early_data_offered, Some(true));
+    assert_eq!(info.early_data_accepted, Some(false));
+    wait_until("the handshake is counted", || {
+        count(&second.stats.quic_connections) == 1
+    })
+    .await;
+    let summary = second.stop().await;
+    assert_eq!(summary.early_data_accepted, 0);
+    first.stop().await;
+}

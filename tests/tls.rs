@@ -469,3 +469,32 @@ async fn zero_rtt_saves_the_handshake_round_trip() {
     assert!((0.9..1.5).contains(&in_rtts(zero)), "0-RTT: {zero:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn early_data_a_server_rejects_is_resent_after_the_handshake() {
+    let first = TestServer::start().await;
+    // A second server with the same certificate but none of the first's
+    // sessions: it cannot resume, so it must reject the early data.
+    let second = TestServer::start_with(Options {
+        cert_dir: Some(first.certs.clone()),
+        ..Options::default()
+    })
+    .await;
+    let mut opts = ClientTlsOptions::new(&first.trust(), None).unwrap();
+    opts.server_name = Some("localhost".into());
+    tls::fetch_ticket(&first.tls_target(), &opts, LIMIT)
+        .await
+        .unwrap();
+    opts.early_data = true;
+    let info = echo_once(&second, &opts, "rejected but answered").await;
+    assert_eq!(info.early_data_offered, Some(true));
+    assert_eq!(info.early_data_accepted, Some(false));
+    assert_eq!(info.resumed, Some(false));
+    let summary = second.stop().await;
+    assert_eq!(summary.early_data_accepted, 0);
+    assert_eq!(
+        summary.messages, 1,
+        "the line arrived once, after the handshake"
+    );
+    first.stop().await;
+}

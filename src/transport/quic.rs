@@ -184,11 +184,126 @@ impl ClientQuicOptions {
 
 /// One bidirectional QUIC stream used as a byte stream, together with the
 /// connection it belongs to (dropping the last handle closes it).
-#[derive(Debug)]
+///
+/// If the server rejects 0-RTT, quinn discards the 0-RTT stream and its
+/// data; this stream then opens a new one after the handshake and sends
+/// the same bytes again, as TLS over TCP does (the reply just comes a round
+/// trip later). `early_data_accepted` still reports the rejection.
 pub struct QuicStream {
     pub connection: quinn::Connection,
     io: tokio::io::Join<quinn::RecvStream, quinn::SendStream>,
     zero_rtt: Option<Arc<Mutex<Option<bool>>>>,
+    /// While the fate of 0-RTT is unknown: a copy of what was written.
+    early_copy: EarlyCopy,
+    /// Our side was finished (the resent stream must be finished too).
+    finished: bool,
+    /// Opening the replacement stream after a rejection.
+    reopen: Option<Mutex<Reopen>>,
+    /// The replacement stream is (being) finished already.
+    resent_finished: bool,
+}
+
+type Reopen = Pin<
+    Box<
+        dyn std::future::Future<Output = std::io::Result<(quinn::SendStream, quinn::RecvStream)>>
+            + Send,
+    >,
+>;
+
+/// Up to this much 0-RTT data is kept for a resend.
+const MAX_EARLY_COPY: usize = 64 * 1024;
+
+enum EarlyCopy {
+    /// Not 0-RTT, or the server accepted it.
+    NotNeeded,
+    Keeping(Vec<u8>),
+    /// More than MAX_EARLY_COPY was written: a rejection cannot be repaired.
+    TooMuch,
+}
+
+impl std::fmt::Debug for QuicStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicStream")
+            .field("connection", &self.connection.stable_id())
+            .field("remote", &self.connection.remote_address())
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_zero_rtt_rejected(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| {
+        matches!(
+            inner.downcast_ref::<quinn::ReadError>(),
+            Some(quinn::ReadError::ZeroRttRejected)
+        ) || matches!(
+            inner.downcast_ref::<quinn::WriteError>(),
+            Some(quinn::WriteError::ZeroRttRejected)
+        )
+    })
+}
+
+impl QuicStream {
+    fn new(
+        connection: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        zero_rtt: Option<Arc<Mutex<Option<bool>>>>,
+    ) -> QuicStream {
+        QuicStream {
+            early_copy: if zero_rtt.is_some() {
+                EarlyCopy::Keeping(Vec::new())
+            } else {
+                EarlyCopy::NotNeeded
+            },
+            connection,
+            io: tokio::io::join(recv, send),
+            zero_rtt,
+            finished: false,
+            reopen: None,
+            resent_finished: false,
+        }
+    }
+
+    /// Drops the copy of early data once the server has accepted it.
+    fn settle_early_copy(&mut self) {
+        if self.zero_rtt_accepted() == Some(true) {
+            self.early_copy = EarlyCopy::NotNeeded;
+        }
+    }
+
+    /// After a 0-RTT rejection: a new stream carrying the same bytes.
+    fn poll_reopen(&mut self, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        if self.reopen.is_none() {
+            let copy = match std::mem::replace(&mut self.early_copy, EarlyCopy::NotNeeded) {
+                EarlyCopy::Keeping(copy) => copy,
+                _ => {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "the server rejected 0-RTT and the data was too large to send again",
+                    )))
+                }
+            };
+            let connection = self.connection.clone();
+            let finish = self.finished;
+            self.resent_finished = finish;
+            self.reopen = Some(Mutex::new(Box::pin(async move {
+                let (mut send, recv) = connection.open_bi().await.map_err(std::io::Error::other)?;
+                send.write_all(&copy).await?;
+                if finish {
+                    send.finish().map_err(std::io::Error::other)?;
+                }
+                Ok((send, recv))
+            })));
+        }
+        let done = match self.reopen.as_mut().map(|m| m.get_mut()) {
+            Some(Ok(future)) => std::task::ready!(future.as_mut().poll(cx)),
+            _ => Err(std::io::Error::other("reopening the stream failed")),
+        };
+        self.reopen = None;
+        let (send, recv) = done?;
+        self.io = tokio::io::join(recv, send);
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl QuicStream {
@@ -245,7 +360,21 @@ impl AsyncRead for QuicStream {
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        loop {
+            if this.reopen.is_some() {
+                std::task::ready!(this.poll_reopen(cx))?;
+            }
+            match Pin::new(&mut this.io).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) if is_zero_rtt_rejected(&e) => {
+                    std::task::ready!(this.poll_reopen(cx))?;
+                }
+                other => {
+                    this.settle_early_copy();
+                    return other;
+                }
+            }
+        }
     }
 }
 
@@ -255,14 +384,54 @@ impl AsyncWrite for QuicStream {
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        loop {
+            if this.reopen.is_some() {
+                std::task::ready!(this.poll_reopen(cx))?;
+            }
+            match Pin::new(&mut this.io).poll_write(cx, buf) {
+                Poll::Ready(Err(e)) if is_zero_rtt_rejected(&e) => {
+                    std::task::ready!(this.poll_reopen(cx))?;
+                }
+                Poll::Ready(Ok(n)) => {
+                    this.settle_early_copy();
+                    if let EarlyCopy::Keeping(copy) = &mut this.early_copy {
+                        if copy.len() + n > MAX_EARLY_COPY {
+                            this.early_copy = EarlyCopy::TooMuch;
+                        } else {
+                            copy.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                other => return other,
+            }
+        }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
     /// Finishes our side of the stream (a STREAM frame with the FIN bit).
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        this.finished = true;
+        loop {
+            if this.reopen.is_some() {
+                std::task::ready!(this.poll_reopen(cx))?;
+                if this.resent_finished {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            match Pin::new(&mut this.io).poll_shutdown(cx) {
+                Poll::Ready(Err(e)) if is_zero_rtt_rejected(&e) => {
+                    std::task::ready!(this.poll_reopen(cx))?;
+                    if this.resent_finished {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -336,11 +505,7 @@ pub async fn connect(
         .open_bi()
         .await
         .map_err(|e| anyhow::anyhow!("cannot open a QUIC stream: {e}"))?;
-    let stream = QuicStream {
-        connection,
-        io: tokio::io::join(recv, send),
-        zero_rtt,
-    };
+    let stream = QuicStream::new(connection, send, recv, zero_rtt);
     stream.negotiated(&mut info);
     Ok((Stream::Quic(Box::new(stream)), info))
 }

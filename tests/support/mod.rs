@@ -38,6 +38,8 @@ pub struct TestServer {
 }
 
 pub struct Options {
+    /// Share another server's certificate directory (same CA and certificate).
+    pub cert_dir: Option<CertDir>,
     pub tls_version: Option<TlsVersion>,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
@@ -46,6 +48,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            cert_dir: None,
             tls_version: None,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -59,7 +62,10 @@ impl TestServer {
     }
 
     pub async fn start_with(options: Options) -> TestServer {
-        let certs = CertDir::new(temp_dir("certs"));
+        let certs = options
+            .cert_dir
+            .clone()
+            .unwrap_or_else(|| CertDir::new(temp_dir("certs")));
         let mut config = ServerConfig::quiet_with_cert_dir(&certs).expect("certificates");
         config.quiet = std::env::var_os("PROTO_TEST_LOG").is_none();
         config.tls_version = options.tls_version;
@@ -188,35 +194,45 @@ async fn delayed_pipe(
 }
 
 /// A UDP relay on 127.0.0.1 for one client that delays every datagram by
-/// `one_way` in each direction.
+/// `one_way` in each direction, keeping their order (one queue per
+/// direction: a spawned timer per datagram could reorder a flight).
 pub async fn delaying_udp_relay(to: SocketAddr, one_way: Duration) -> SocketAddr {
     let outer = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let inner = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = outer.local_addr().unwrap();
     let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
-    let (o, i, c) = (outer.clone(), inner.clone(), client.clone());
+    type Queue = tokio::sync::mpsc::UnboundedSender<(tokio::time::Instant, Vec<u8>)>;
+    fn sender(
+        socket: Arc<tokio::net::UdpSocket>,
+        dest: impl Fn() -> Option<SocketAddr> + Send + 'static,
+    ) -> Queue {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+        tokio::spawn(async move {
+            while let Some((due, bytes)) = rx.recv().await {
+                tokio::time::sleep_until(due).await;
+                if let Some(dest) = dest() {
+                    let _ = socket.send_to(&bytes, dest).await;
+                }
+            }
+        });
+        tx
+    }
+    let to_server = sender(inner.clone(), move || Some(to));
+    let c = client.clone();
+    let to_client = sender(outer.clone(), move || *c.lock().unwrap());
+    let c = client.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
-        while let Ok((n, from)) = o.recv_from(&mut buf).await {
+        while let Ok((n, from)) = outer.recv_from(&mut buf).await {
             *c.lock().unwrap() = Some(from);
-            let (i, bytes) = (i.clone(), buf[..n].to_vec());
-            tokio::spawn(async move {
-                tokio::time::sleep(one_way).await;
-                let _ = i.send_to(&bytes, to).await;
-            });
+            let _ = to_server.send((tokio::time::Instant::now() + one_way, buf[..n].to_vec()));
         }
     });
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         while let Ok((n, _)) = inner.recv_from(&mut buf).await {
-            let Some(back) = *client.lock().unwrap() else {
-                continue;
-            };
-            let (o, bytes) = (outer.clone(), buf[..n].to_vec());
-            tokio::spawn(async move {
-                tokio::time::sleep(one_way).await;
-                let _ = o.send_to(&bytes, back).await;
-            });
+            let _ = to_client.send((tokio::time::Instant::now() + one_way, buf[..n].to_vec()));
         }
     });
     addr
