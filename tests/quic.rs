@@ -441,3 +441,17 @@ async fn zero_rtt_a_server_rejects_is_reported_as_rejected() {
     assert_eq!(summary.early_data_accepted, 0);
     first.stop().await;
 }
+
+#[tokio::test]
+async fn quic_checks_the_name_and_server_name_overrides_it() {
+    let server = TestServer::start().await;
+    let mut opts = ClientQuicOptions::new(&server.trust()).unwrap();
+    opts.server_name = Some("wrong.example".into());
+    let err = quic::connect(&server.quic_target(), &opts, LIMIT).await.err().unwrap();
+    let text = format!("{err:#}");
+    assert!(text.contains("--server-name"), "{text}");
+    opts.server_name = Some("localhost".into());
+    let info = echo_once(&server, &opts, "by name").await;
+    assert_eq!(info.server_name.as_deref(), Some("localhost"));
+    server.stop().await;
+}

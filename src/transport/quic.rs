@@ -543,7 +543,7 @@ pub fn explain_quic_error(e: &quinn::ConnectionError, target: &Target) -> anyhow
         anyhow::anyhow!(
             "certificate verification failed: the server's certificate is not signed by the CA we trust (UnknownIssuer); pass the server's ca.pem with --ca FILE (or --insecure to skip verification) [{text}]"
         )
-    } else if text.contains("NotValidForName") {
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
         anyhow::anyhow!(
             "certificate verification failed: the certificate is not valid for the name we asked for; use --server-name NAME, or restart the server with --san [{text}]"
         )
