@@ -6,8 +6,8 @@
 //! |---------------|------|
 //! | [`wire`]      | the frame format, sans-IO: field table, diagram, encode/decode, tokio codec |
 //! | [`echo`]      | the uppercase service: one pure function every server shares |
-//! | [`server`]    | accept loops, one session per connection (lines or frames), UDP, shutdown |
-//! | [`transport`] | client-side connection setup per protocol, with timings |
+//! | [`server`]    | accept loops, one session per connection (lines or frames), UDP, TLS handshakes with 0-RTT, QUIC streams, shutdown |
+//! | [`transport`] | connection setup per protocol (tcp, udp, tls, quic) with timings and what was negotiated; certificates |
 //! | [`client`]    | echo clients over streams and datagrams; interactive mode |
 //! | [`output`]    | pure renderers: tables, annotated byte dumps |
 //! | [`cmd`]       | one file per subcommand: arguments → work → output |

@@ -49,6 +49,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamClient<S> {
         request.extend_from_slice(line);
         request.push(b'\n');
         self.stream.write_all(&request).await.context("sending")?;
+        // TLS buffers records (and 0-RTT early data waits) until a flush.
+        self.stream.flush().await.context("sending")?;
         self.read_line().await
     }
 
@@ -72,6 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamClient<S> {
         self.next_id = self.next_id.wrapping_add(1);
         let bytes = request.to_bytes()?;
         self.stream.write_all(&bytes).await.context("sending")?;
+        self.stream.flush().await.context("sending")?;
         let reply = self.read_frame().await?;
         check_reply(&request, reply)
     }
@@ -106,6 +109,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamClient<S> {
     pub async fn finish(mut self) -> S {
         let _ = self.stream.shutdown().await;
         self.stream
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.stream
     }
 
     pub fn into_inner(self) -> S {

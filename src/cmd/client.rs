@@ -3,15 +3,18 @@
 use crate::cli::parse_duration;
 use crate::client::{interactive, DatagramClient, StreamClient};
 use crate::echo::uppercase;
+use crate::transport::quic::ClientQuicOptions;
+use crate::transport::tls::{ClientTlsOptions, TlsVersion, Trust};
 use crate::transport::{self, ConnectInfo, Stream, Target, Transport};
 use anyhow::bail;
 use serde::Serialize;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  proto client tcp                      type lines, see them uppercased (Ctrl-D ends)\n  proto client tcp -m hello -m world    send two lines, check both replies\n  proto client udp 127.0.0.1:8081 -m hi one datagram each way\n  proto client tcp --framed -m hello    the same over the binary frame format"
+    after_help = "Examples:\n  proto client tcp                      type lines, see them uppercased (Ctrl-D ends)\n  proto client tcp -m hello -m world    send two lines, check both replies\n  proto client udp 127.0.0.1:8081 -m hi one datagram each way\n  proto client tcp --framed -m hello    the same over the binary frame format\n  proto client tls -m hello             TLS, verified against proto's local CA\n  proto client quic -m a -m b           QUIC; see what was negotiated on stderr\n  proto client quic --0rtt -m hello     fetch a ticket, then send hello in 0-RTT\n  proto client tls --json -m hi         timings and negotiated parameters as JSON\n\nVerification: tls and quic check the server's certificate against proto's local\nCA (created by 'proto serve tls|quic', see its output) and the host name; --ca\ntrusts another CA, --server-name checks another name, --insecure checks nothing\n(and says so). 0-RTT early data can be replayed by anyone who recorded it: fine\nfor an idempotent echo, never for requests that change something."
 )]
 pub struct ClientArgs {
     /// Which protocol to speak.
@@ -33,6 +36,34 @@ pub struct ClientArgs {
     /// Print the results as JSON on stdout (with -m).
     #[arg(long)]
     pub json: bool,
+    /// tls/quic: trust this CA certificate (PEM) instead of proto's local CA.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// tls/quic: do NOT verify the server's certificate (anyone could
+    /// pretend to be the server). Announced on every run.
+    #[arg(long)]
+    pub insecure: bool,
+    /// tls/quic: the name to verify the certificate against and send as SNI
+    /// (default: the host you connect to), e.g. when connecting by an address
+    /// the certificate does not name.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// tls: offer only this TLS version.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub tls_version: Option<TlsVersion>,
+    /// tls/quic: connect once to get a session ticket, then connect again
+    /// resuming the session; reports whether the server accepted.
+    #[arg(long)]
+    pub resume: bool,
+    /// tls/quic: like --resume, and send the first message as 0-RTT early
+    /// data; reports whether the server accepted it. Replayable: only for
+    /// idempotent requests.
+    #[arg(long = "0rtt")]
+    pub zero_rtt: bool,
+    /// quic: send each message as a QUIC DATAGRAM frame (unreliable) instead
+    /// of on a stream.
+    #[arg(long)]
+    pub datagram: bool,
 }
 
 /// One message sent and what came back.
@@ -51,6 +82,9 @@ struct Report {
     target: String,
     framed: bool,
     connection: ConnectInfo,
+    /// With --resume / --0rtt: the first connection, made to get a ticket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ticket_connection: Option<ConnectInfo>,
     exchanges: Vec<Exchange>,
     ok: bool,
 }
@@ -59,6 +93,8 @@ struct Report {
 enum Echo {
     Stream(StreamClient<Stream>),
     Datagram(DatagramClient),
+    /// QUIC DATAGRAM frames on an established connection.
+    QuicDatagram(Box<transport::quic::QuicStream>, Duration),
 }
 
 impl Echo {
@@ -68,6 +104,9 @@ impl Echo {
             (Echo::Stream(c), true) => Ok(c.exchange_frame(message).await?.payload.to_vec()),
             (Echo::Datagram(c), false) => c.exchange(message).await,
             (Echo::Datagram(c), true) => Ok(c.exchange_frame(message).await?.payload.to_vec()),
+            (Echo::QuicDatagram(q, limit), _) => {
+                transport::quic::exchange_datagram(&q.connection, message, *limit).await
+            }
         }
     }
 }
@@ -77,11 +116,14 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         args.target.as_deref().unwrap_or("localhost"),
         args.transport.default_port(),
     )?;
-    let started = Instant::now();
+    check_options(&args)?;
+    let mut started = Instant::now();
     let mut info = ConnectInfo {
         transport: Some(args.transport),
         ..ConnectInfo::default()
     };
+    let mut ticket_connection = None;
+    let mut quic_endpoint = None;
     let mut echo = match args.transport {
         Transport::Tcp => {
             let (tcp, took) =
@@ -95,16 +137,67 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             info.peer = socket.peer_addr().ok();
             Echo::Datagram(DatagramClient::new(socket, args.timeout))
         }
-        Transport::Tls | Transport::Quic => {
-            bail!(
-                "{} is not available in this build yet",
-                args.transport.name()
-            )
+        Transport::Tls => {
+            let trust = trust(&args)?;
+            let mut opts = ClientTlsOptions::new(&trust, args.tls_version)?;
+            opts.server_name = args.server_name.clone();
+            if args.resume || args.zero_rtt {
+                let first = transport::tls::fetch_ticket(&target, &opts, args.timeout).await?;
+                if !args.json {
+                    eprintln!("proto: first connection, to get a session ticket:");
+                    print_negotiated(&first);
+                }
+                ticket_connection = Some(first);
+            }
+            opts.early_data = args.zero_rtt;
+            started = Instant::now();
+            let (stream, connected) = transport::tls::connect(&target, &opts, args.timeout).await?;
+            info = connected;
+            Echo::Stream(StreamClient::new(stream, args.timeout))
+        }
+        Transport::Quic => {
+            let trust = trust(&args)?;
+            let mut opts = ClientQuicOptions::new(&trust)?;
+            opts.server_name = args.server_name.clone();
+            if args.resume || args.zero_rtt {
+                let first = transport::quic::fetch_ticket(&target, &opts, args.timeout).await?;
+                if !args.json {
+                    eprintln!("proto: first connection, to get a session ticket:");
+                    print_negotiated(&first);
+                }
+                ticket_connection = Some(first);
+            }
+            opts.zero_rtt = args.zero_rtt;
+            quic_endpoint = Some(opts.endpoint.clone());
+            started = Instant::now();
+            let (stream, connected) =
+                transport::quic::connect(&target, &opts, args.timeout).await?;
+            info = connected;
+            match stream {
+                Stream::Quic(q) if args.datagram => Echo::QuicDatagram(q, args.timeout),
+                other => Echo::Stream(StreamClient::new(other, args.timeout)),
+            }
         }
     };
 
     if args.messages.is_empty() {
-        return interactive_session(echo, &args).await;
+        if !args.json && args.transport.is_encrypted() {
+            print_negotiated(&info);
+        }
+        let connection = match &echo {
+            Echo::Stream(client) => match client.get_ref() {
+                Stream::Quic(q) => Some(q.connection.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let result = interactive_session(echo, &args).await;
+        if let (Some(connection), Some(endpoint)) = (connection, quic_endpoint) {
+            // Close politely so the server is not left waiting for its idle timeout.
+            connection.close(0u32.into(), b"done");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+        return result;
     }
 
     let mut exchanges = Vec::new();
@@ -142,8 +235,29 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    if let Echo::Stream(client) = echo {
-        client.finish().await;
+    match &echo {
+        Echo::Stream(client) => client.get_ref().negotiated(&mut info),
+        Echo::QuicDatagram(q, _) => q.negotiated(&mut info),
+        Echo::Datagram(_) => {}
+    }
+    match echo {
+        Echo::Stream(client) if args.transport == Transport::Quic => {
+            if let Stream::Quic(q) = transport::quic::finish(client, args.timeout).await {
+                q.close();
+            }
+        }
+        Echo::Stream(client) => {
+            client.finish().await;
+        }
+        Echo::QuicDatagram(q, _) => q.close(),
+        Echo::Datagram(_) => {}
+    }
+    if let Some(endpoint) = quic_endpoint {
+        // Let the CONNECTION_CLOSE leave before the process does.
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    }
+    if !args.json && args.transport.is_encrypted() {
+        print_negotiated(&info);
     }
     let ok = exchanges.len() == args.messages.len() && exchanges.iter().all(|e| e.ok);
     if args.json {
@@ -152,6 +266,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             target: target.to_string(),
             framed: args.framed,
             connection: info,
+            ticket_connection,
             exchanges,
             ok,
         };
@@ -183,6 +298,7 @@ fn print_exchange(exchange: &Exchange, expected: &[u8]) {
 
 async fn interactive_session(echo: Echo, args: &ClientArgs) -> anyhow::Result<ExitCode> {
     match echo {
+        Echo::QuicDatagram(..) => bail!("--datagram needs messages (-m)"),
         Echo::Stream(client) if !args.framed => {
             interactive::lines(client.into_inner(), args.timeout).await?
         }
@@ -190,4 +306,97 @@ async fn interactive_session(echo: Echo, args: &ClientArgs) -> anyhow::Result<Ex
         Echo::Datagram(mut client) => interactive::datagrams(&mut client, args.framed).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn check_options(args: &ClientArgs) -> anyhow::Result<()> {
+    let encrypted = args.transport.is_encrypted();
+    if !encrypted
+        && (args.ca.is_some()
+            || args.insecure
+            || args.server_name.is_some()
+            || args.resume
+            || args.zero_rtt
+            || args.tls_version.is_some())
+    {
+        bail!("--ca, --insecure, --server-name, --tls-version, --resume and --0rtt apply to tls and quic only");
+    }
+    if args.datagram && args.transport != Transport::Quic {
+        bail!("--datagram applies to quic only (for UDP datagrams use 'proto client udp')");
+    }
+    if args.tls_version.is_some() && args.transport == Transport::Quic {
+        bail!("QUIC always uses TLS 1.3: --tls-version applies to tls only");
+    }
+    if args.zero_rtt && args.tls_version == Some(TlsVersion::V1_2) {
+        bail!("0-RTT early data exists only in TLS 1.3: drop --tls-version 1.2 or use --resume");
+    }
+    Ok(())
+}
+
+/// The trust decision for tls/quic, with the loud warning for --insecure.
+fn trust(args: &ClientArgs) -> anyhow::Result<Trust> {
+    let trust = Trust::from_options(args.ca.as_deref(), args.insecure)?;
+    if trust.is_insecure() {
+        eprintln!(
+            "proto: WARNING: --insecure: the server's certificate is NOT verified; anyone on the path could pretend to be the server"
+        );
+    }
+    Ok(trust)
+}
+
+/// The short "what was negotiated" report on stderr.
+fn print_negotiated(info: &ConnectInfo) {
+    let ms = |us: Option<f64>| us.map(|u| format!("{:.2} ms", u / 1e3));
+    let mut what = vec![info.version.clone().unwrap_or_else(|| "?".into())];
+    what.extend(info.cipher_suite.clone());
+    what.extend(info.key_exchange_group.clone());
+    what.push(format!("ALPN {}", info.alpn.as_deref().unwrap_or("none")));
+    match (info.verified, &info.server_name) {
+        (Some(true), Some(name)) => what.push(format!("certificate verified for {name}")),
+        (Some(false), _) => what.push("certificate NOT verified (--insecure)".into()),
+        _ => {}
+    }
+    eprintln!("proto: negotiated {}", what.join(", "));
+    let yes_no = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    };
+    let early = match (info.early_data_offered, info.early_data_accepted) {
+        (Some(true), Some(true)) => "sent and accepted",
+        (Some(true), Some(false)) => "sent, REJECTED by the server",
+        (Some(true), None) => "sent (acceptance unknown)",
+        _ => "not sent",
+    };
+    eprintln!(
+        "proto: resumed: {}; 0-RTT early data: {early}",
+        yes_no(info.resumed)
+    );
+    let mut timing = Vec::new();
+    if let Some(t) = ms(info.tcp_connect_us) {
+        timing.push(format!("TCP connect {t}"));
+    }
+    match ms(info.handshake_us) {
+        Some(t) => timing.push(format!(
+            "{} handshake {t}",
+            if info.transport == Some(Transport::Quic) {
+                "QUIC"
+            } else {
+                "TLS"
+            }
+        )),
+        None if info.early_data_offered == Some(true) => {
+            timing.push("handshake overlapped with the first message (0-RTT)".into())
+        }
+        None => {}
+    }
+    if let Some(t) = ms(info.first_reply_us) {
+        timing.push(format!("first reply {t}"));
+    }
+    if !timing.is_empty() {
+        eprintln!("proto: timing: {}", timing.join(", "));
+    }
+    if let (Some(sent), Some(received)) = (info.handshake_bytes_sent, info.handshake_bytes_received)
+    {
+        eprintln!("proto: handshake bytes: {sent} sent, {received} received");
+    }
 }

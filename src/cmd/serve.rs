@@ -2,8 +2,12 @@
 
 use crate::cli::{parse_duration, parse_size};
 use crate::server::{self, bind_tcp, bind_udp, Listeners, ServerConfig};
+use crate::transport::certs::{self, CertDir, ServerIdentity};
+use crate::transport::tls::TlsVersion;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -14,11 +18,17 @@ pub enum Service {
     Tcp,
     /// One datagram in, one datagram out, port 8081/udp: try `nc -u localhost 8081`.
     Udp,
+    /// The TCP echo inside TLS 1.3/1.2, port 8443: try `proto client tls`.
+    Tls,
+    /// QUIC v1, port 8443/udp: each stream is an echo session; datagrams echoed too.
+    Quic,
+    /// All four at once: tcp and udp on 8081, tls and quic on 8443.
+    All,
 }
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  proto serve tcp            then, in another terminal: nc localhost 8081\n  proto serve udp            then: nc -u localhost 8081\n  proto serve tcp --port 0   let the system pick a free port (printed at start)"
+    after_help = "Examples:\n  proto serve tcp            then, in another terminal: nc localhost 8081\n  proto serve udp            then: nc -u localhost 8081\n  proto serve tcp --port 0   let the system pick a free port (printed at start)\n  proto serve tls            then: proto client tls -m hello\n  proto serve all            every service in one process\n\nCertificates: the first TLS/QUIC run creates a local CA and a server certificate\n(ECDSA P-256, for localhost, 127.0.0.1, ::1 and any --san) in the certificate\ndirectory and prints their paths and SHA-256 fingerprints; clients trust that CA.\n  openssl s_client -connect localhost:8443 -CAfile ~/.local/share/proto/certs/ca.pem\n\nResumption and 0-RTT: the servers issue session tickets and accept TLS 1.3 early\ndata and QUIC 0-RTT. Early data can be replayed by an attacker, so it is only safe\nfor idempotent requests; an uppercase echo changes nothing, so a replay only\nproduces the same answer again. SSLKEYLOGFILE=FILE logs the session keys for Wireshark."
 )]
 pub struct ServeArgs {
     /// Which service to run.
@@ -27,9 +37,33 @@ pub struct ServeArgs {
     /// Address to listen on (0.0.0.0 or :: to accept other machines).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
-    /// Port to listen on; 0 picks a free one. Default: 8081.
+    /// Port to listen on; 0 picks a free one. Default: 8081 (tcp, udp),
+    /// 8443 (tls, quic). With `all`, the plain services' port.
     #[arg(long)]
     pub port: Option<u16>,
+    /// With `all`: the port of tls and quic. Default: 8443.
+    #[arg(long, value_name = "PORT")]
+    pub secure_port: Option<u16>,
+    /// Accept only this TLS version (TLS over TCP; QUIC is always TLS 1.3).
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub tls_version: Option<TlsVersion>,
+    /// Where the CA and server certificate live (created on first use).
+    /// Default: $XDG_DATA_HOME/proto/certs or ~/.local/share/proto/certs.
+    #[arg(long, env = "PROTO_CERT_DIR", value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Serve this PEM certificate chain instead of the generated one (with --key).
+    #[arg(long, requires = "key", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, requires = "cert", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// An extra name (DNS name or IP address) for the generated certificate
+    /// (repeatable), e.g. the address clients use to reach this machine.
+    #[arg(long, value_name = "NAME")]
+    pub san: Vec<String>,
+    /// Drop clients whose TLS or QUIC handshake takes longer than this.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub handshake_timeout: Duration,
     /// Longest accepted text line; a longer one gets an error and the connection is closed.
     #[arg(long, default_value = "64KiB", value_parser = parse_size, value_name = "BYTES")]
     pub max_line: usize,
@@ -45,7 +79,11 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let port = args.port.unwrap_or(server::PLAIN_PORT);
+    let default_port = match args.service {
+        Service::Tcp | Service::Udp | Service::All => server::PLAIN_PORT,
+        Service::Tls | Service::Quic => server::SECURE_PORT,
+    };
+    let port = args.port.unwrap_or(default_port);
     let addr = SocketAddr::new(args.host, port);
     let listeners = match args.service {
         Service::Tcp => Listeners {
@@ -56,7 +94,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             udp: Some(bind_udp(addr)?),
             ..Listeners::default()
         },
+        Service::Tls => Listeners {
+            tls: Some(bind_tcp(addr)?),
+            ..Listeners::default()
+        },
+        Service::Quic => Listeners {
+            quic: Some(bind_udp(addr)?),
+            ..Listeners::default()
+        },
+        Service::All => Listeners::bind_all(
+            args.host,
+            port,
+            args.secure_port.unwrap_or(server::SECURE_PORT),
+        )?,
     };
+    let identity = if listeners.tls.is_some() || listeners.quic.is_some() {
+        let identity = load_identity(&args)?;
+        for line in identity.describe() {
+            println!("proto serve: {line}");
+        }
+        Some(Arc::new(identity))
+    } else {
+        None
+    };
+    if std::env::var_os("SSLKEYLOGFILE").is_some() && identity.is_some() {
+        println!("proto serve: SSLKEYLOGFILE is set: TLS/QUIC session keys are logged there (for Wireshark)");
+    }
     for (service, addr) in listeners.addresses() {
         println!("proto serve: {service} listening on {addr}");
     }
@@ -67,6 +130,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_line: args.max_line,
         idle_timeout: args.idle_timeout,
         quiet: args.quiet,
+        identity,
+        tls_version: args.tls_version,
+        handshake_timeout: args.handshake_timeout,
         ..ServerConfig::default()
     };
     let shutdown = CancellationToken::new();
@@ -83,4 +149,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("proto serve: {summary}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The certificate to serve: `--cert`/`--key`, or the generated one in the
+/// certificate directory, covering `--san` names and a non-loopback bind
+/// address.
+fn load_identity(args: &ServeArgs) -> anyhow::Result<ServerIdentity> {
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        return ServerIdentity::from_files(cert, key);
+    }
+    let dir = match &args.cert_dir {
+        Some(dir) => CertDir::new(dir),
+        None => CertDir::default_dir()?,
+    };
+    let mut names = args.san.clone();
+    names.extend(certs::names_for_bind(args.host));
+    dir.load_or_create(&names)
 }

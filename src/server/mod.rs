@@ -6,9 +6,16 @@
 //!
 //! * [`session`]: one stream connection (TCP, TLS, QUIC stream), lines or frames.
 //! * [`udp`]: one datagram in, one datagram out.
+//! * [`tls`]: the TLS handshake (with 0-RTT early data) before a session.
+//! * [`quic`]: QUIC connections, each bidirectional stream one session.
 
+pub mod quic;
 pub mod session;
+pub mod tls;
 pub mod udp;
+
+use crate::transport::certs::{CertDir, ServerIdentity};
+use crate::transport::tls::TlsVersion;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -36,6 +43,13 @@ pub struct ServerConfig {
     pub grace: Duration,
     /// No per-connection log lines.
     pub quiet: bool,
+    /// The certificate and key of the TLS and QUIC services (required only
+    /// when those are served).
+    pub identity: Option<Arc<ServerIdentity>>,
+    /// Accept only this TLS version over TCP (QUIC is always TLS 1.3).
+    pub tls_version: Option<TlsVersion>,
+    /// A TLS or QUIC handshake must finish within this time.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -45,16 +59,34 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(300),
             grace: Duration::from_secs(5),
             quiet: false,
+            identity: None,
+            tls_version: None,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
 impl ServerConfig {
     /// Defaults without per-connection logging (for in-process servers of
-    /// `proto lab`, `compare` and `bench`).
+    /// `proto lab`, `compare` and `bench`), with the certificate from the
+    /// default certificate directory (created on first use).
     pub fn quiet_default() -> anyhow::Result<ServerConfig> {
+        ServerConfig::quiet_with_cert_dir(&CertDir::default_dir()?)
+    }
+
+    /// Like [`ServerConfig::quiet_default`] with certificates in `dir`
+    /// (created there if missing; clients trust `dir/ca.pem`).
+    pub fn quiet_with_cert_dir(dir: &CertDir) -> anyhow::Result<ServerConfig> {
+        ServerConfig::quiet_with_certs(dir, &[])
+    }
+
+    /// Like [`ServerConfig::quiet_with_cert_dir`], with a server certificate
+    /// that also names `extra_names` (e.g. the lab's 10.x server address),
+    /// re-issued under the same CA if the stored one lacks any of them.
+    pub fn quiet_with_certs(dir: &CertDir, extra_names: &[String]) -> anyhow::Result<ServerConfig> {
         Ok(ServerConfig {
             quiet: true,
+            identity: Some(Arc::new(dir.load_or_create(extra_names)?)),
             ..ServerConfig::default()
         })
     }
@@ -70,13 +102,23 @@ pub struct ServerStats {
     pub protocol_errors: AtomicU64,
     pub abnormal_closes: AtomicU64,
     pub datagrams: AtomicU64,
+    /// Completed TLS-over-TCP handshakes.
+    pub tls_handshakes: AtomicU64,
+    /// Completed QUIC handshakes.
+    pub quic_connections: AtomicU64,
+    /// Handshakes (TLS or QUIC) that resumed a session.
+    pub resumed: AtomicU64,
+    /// Handshakes (TLS or QUIC) whose 0-RTT early data the server accepted.
+    pub early_data_accepted: AtomicU64,
+    /// TLS or QUIC handshakes that failed or timed out.
+    pub handshake_failures: AtomicU64,
 }
 
 /// What is shared by every task of one server run.
 #[derive(Debug)]
 pub struct ServerContext {
     pub config: ServerConfig,
-    pub stats: ServerStats,
+    pub stats: Arc<ServerStats>,
     pub shutdown: CancellationToken,
 }
 
@@ -100,6 +142,16 @@ pub struct ServerSummary {
     pub bytes_out: u64,
     pub protocol_errors: u64,
     pub abnormal_closes: u64,
+    /// Completed TLS-over-TCP handshakes.
+    pub tls_handshakes: u64,
+    /// Completed QUIC handshakes.
+    pub quic_connections: u64,
+    /// Handshakes (TLS or QUIC) that resumed a session.
+    pub resumed: u64,
+    /// Handshakes (TLS or QUIC) whose 0-RTT early data was accepted.
+    pub early_data_accepted: u64,
+    /// TLS or QUIC handshakes that failed or timed out.
+    pub handshake_failures: u64,
 }
 
 impl std::fmt::Display for ServerSummary {
@@ -115,7 +167,19 @@ impl std::fmt::Display for ServerSummary {
             self.bytes_out,
             self.protocol_errors,
             self.abnormal_closes
-        )
+        )?;
+        if self.tls_handshakes + self.quic_connections + self.handshake_failures > 0 {
+            write!(
+                f,
+                "; {} TLS handshakes, {} QUIC handshakes ({} resumed, {} with early data accepted), {} failed handshakes",
+                self.tls_handshakes,
+                self.quic_connections,
+                self.resumed,
+                self.early_data_accepted,
+                self.handshake_failures
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -206,10 +270,21 @@ pub async fn run(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServerSummary> {
+    run_observed(listeners, config, shutdown, Arc::default()).await
+}
+
+/// [`run`], counting into `stats`, which the caller can watch while the
+/// server runs (tests wait on these counters instead of sleeping).
+pub async fn run_observed(
+    listeners: Listeners,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    stats: Arc<ServerStats>,
+) -> anyhow::Result<ServerSummary> {
     let started = Instant::now();
     let ctx = Arc::new(ServerContext {
         config,
-        stats: ServerStats::default(),
+        stats,
         shutdown,
     });
     let mut services = JoinSet::new();
@@ -223,7 +298,27 @@ pub async fn run(
         services.spawn(udp::serve(socket, ctx.clone()));
     }
     if listeners.tls.is_some() || listeners.quic.is_some() {
-        anyhow::bail!("TLS and QUIC servers are not available in this build");
+        let Some(identity) = ctx.config.identity.clone() else {
+            ctx.shutdown.cancel();
+            anyhow::bail!(
+                "TLS and QUIC need a certificate: set ServerConfig::identity (e.g. ServerConfig::quiet_default())"
+            );
+        };
+        if let Some(l) = listeners.tls {
+            let config =
+                crate::transport::tls::server_config(&identity, ctx.config.tls_version, false)?;
+            let listener =
+                tokio::net::TcpListener::from_std(l).context("registering the TLS listener")?;
+            let setup = tls::TlsSetup {
+                config: Arc::new(config),
+                ctx: ctx.clone(),
+            };
+            services.spawn(accept_loop(listener, ctx.clone(), setup));
+        }
+        if let Some(s) = listeners.quic {
+            let config = crate::transport::quic::server_config(&identity, ctx.config.idle_timeout)?;
+            services.spawn(quic::serve(s, config, ctx.clone()));
+        }
     }
     while let Some(done) = services.join_next().await {
         match done {
@@ -248,6 +343,11 @@ pub async fn run(
         bytes_out: s.bytes_out.load(Relaxed),
         protocol_errors: s.protocol_errors.load(Relaxed),
         abnormal_closes: s.abnormal_closes.load(Relaxed),
+        tls_handshakes: s.tls_handshakes.load(Relaxed),
+        quic_connections: s.quic_connections.load(Relaxed),
+        resumed: s.resumed.load(Relaxed),
+        early_data_accepted: s.early_data_accepted.load(Relaxed),
+        handshake_failures: s.handshake_failures.load(Relaxed),
     })
 }
 

@@ -5,8 +5,46 @@
 //! the load generator are written once for all of them. The set of
 //! transports is closed, so this is an enum, not a trait object: a `match`
 //! shows every place a new transport must be handled.
+//!
+//! | module    | what it shows |
+//! |-----------|---------------|
+//! | [`tcp`]   | the three-way handshake, timed |
+//! | [`udp`]   | no handshake at all |
+//! | [`tls`]   | TLS 1.2 vs 1.3 flights, tickets, 0-RTT, ALPN; both sides' rustls configs |
+//! | [`quic`]  | QUIC's combined handshake, 0-RTT, datagrams; a look at its ServerHello |
+//! | [`certs`] | a local CA and server certificate, so everything is verified |
+//!
+//! # Making one measured connection (for `proto compare`)
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use proto::transport::{quic, tls, Target};
+//! use std::time::Duration;
+//! let target = Target::parse("localhost", 8443)?;
+//! let trust = tls::Trust::from_options(None, false)?; // proto's local CA
+//! // TLS: keep `opts` (its Arc<ClientConfig> holds the session tickets).
+//! let mut opts = tls::ClientTlsOptions::new(&trust, Some(tls::TlsVersion::V1_3))?;
+//! tls::fetch_ticket(&target, &opts, Duration::from_secs(5)).await?; // for resumption/0-RTT
+//! opts.early_data = true;
+//! let (stream, mut info) = tls::connect(&target, &opts, Duration::from_secs(5)).await?;
+//! // ... write the request, flush, read the reply (t0 → first reply) ...
+//! stream.negotiated(&mut info); // after 0-RTT: resumed / early data accepted
+//! // QUIC: keep `qopts` (one endpoint, one ticket store) across connections.
+//! let mut qopts = quic::ClientQuicOptions::new(&trust)?;
+//! quic::fetch_ticket(&target, &qopts, Duration::from_secs(5)).await?;
+//! qopts.zero_rtt = true;
+//! let (stream, info) = quic::connect(&target, &qopts, Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Tickets are single-use. After a 0-RTT connection, read until the server
+//! closes (or give it a round trip) before dropping it: the replacement
+//! tickets arrive after the server has seen the client's Finished.
 
+pub mod certs;
+pub mod quic;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use anyhow::{bail, Context};
@@ -39,6 +77,11 @@ impl Transport {
             Transport::Tls => "tls",
             Transport::Quic => "quic",
         }
+    }
+
+    /// TLS or QUIC: encrypted, with certificates and a TLS handshake.
+    pub fn is_encrypted(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Quic)
     }
 
     /// The port `proto serve` uses for this transport by default.
@@ -128,12 +171,51 @@ pub struct ConnectInfo {
     pub handshake_us: Option<f64>,
     /// From the start of connecting to the first echo reply.
     pub first_reply_us: Option<f64>,
+    /// The name the certificate was checked against (and sent as SNI).
+    pub server_name: Option<String>,
+    /// Whether the server's certificate was verified (`false` with --insecure).
+    pub verified: Option<bool>,
+    /// "TLS 1.3", "TLS 1.2", "QUIC v1 (TLS 1.3)".
+    pub version: Option<String>,
+    pub cipher_suite: Option<String>,
+    /// The application protocol agreed by ALPN (`proto-echo`).
+    pub alpn: Option<String>,
+    /// The (EC)DHE group of the key exchange, e.g. `X25519`.
+    pub key_exchange_group: Option<String>,
+    /// The server accepted our session ticket / session ID.
+    pub resumed: Option<bool>,
+    /// We sent our first message as 0-RTT early data.
+    pub early_data_offered: Option<bool>,
+    /// The server accepted (not just received) that early data.
+    pub early_data_accepted: Option<bool>,
+    /// Bytes we sent during the handshake (TLS: TLS records over TCP;
+    /// QUIC: UDP payloads, padding included). Not measured with 0-RTT.
+    pub handshake_bytes_sent: Option<u64>,
+    /// Bytes we received during the handshake (as above).
+    pub handshake_bytes_received: Option<u64>,
 }
 
 /// A connected byte stream of any stream transport.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(tokio::net::TcpStream),
+    /// TLS over TCP (boxed: the TLS state is large).
+    Tls(Box<tls::ClientTlsStream>),
+    /// One bidirectional stream of a QUIC connection.
+    Quic(Box<quic::QuicStream>),
+}
+
+impl Stream {
+    /// Fills `info`'s negotiated fields (version, cipher suite, ALPN, group,
+    /// resumed, early data accepted) from the connection's current state.
+    /// After 0-RTT, call it once the first reply has arrived.
+    pub fn negotiated(&self, info: &mut ConnectInfo) {
+        match self {
+            Stream::Tcp(_) => {}
+            Stream::Tls(s) => tls::negotiated(s.get_ref().1, info),
+            Stream::Quic(s) => s.negotiated(info),
+        }
+    }
 }
 
 /// Forwards a poll method to whichever transport is inside.
@@ -141,6 +223,8 @@ macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
         match $self.get_mut() {
             Stream::Tcp($s) => $call,
+            Stream::Tls($s) => $call,
+            Stream::Quic($s) => $call,
         }
     };
 }

@@ -1,0 +1,227 @@
+//! The QUIC echo server: connections → bidirectional streams → the same
+//! echo session as TCP and TLS (`tokio::io::join(recv, send)` makes a QUIC
+//! stream look like any byte stream). QUIC DATAGRAM frames are echoed
+//! uppercased, one datagram for one.
+//!
+//! Streams are independent: each has its own task and its own flow of
+//! bytes, so a lost packet delays only the streams whose data it carried
+//! (no head-of-line blocking across streams, unlike one TCP connection).
+
+use super::{session, ServerContext};
+use crate::echo::uppercase_into;
+use crate::transport::quic::QuicHandshakeInfo;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::JoinSet;
+
+/// Serves QUIC on `socket` until shutdown.
+pub async fn serve(
+    socket: std::net::UdpSocket,
+    config: quinn::ServerConfig,
+    ctx: Arc<ServerContext>,
+) -> anyhow::Result<()> {
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| anyhow::anyhow!("starting the QUIC endpoint: {e}"))?;
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let ctx = ctx.clone();
+                connections.spawn(async move { serve_connection(incoming, ctx).await });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    // New connection attempts are refused from now on; open ones get the
+    // grace period to finish, then a CONNECTION_CLOSE.
+    endpoint.set_server_config(None);
+    super::finish_connections(connections, ctx.config.grace).await;
+    endpoint.close(quinn::VarInt::from_u32(0), b"server shutting down");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), endpoint.wait_idle()).await;
+    Ok(())
+}
+
+async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
+    let peer = incoming.remote_address();
+    let started = Instant::now();
+    ctx.stats.connections.fetch_add(1, Relaxed);
+    ctx.log(format_args!("quic {peer}: connecting"));
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+            ctx.log(format_args!("quic {peer}: refused: {e}"));
+            return;
+        }
+    };
+    // On a server, into_0rtt always succeeds: it lets us take streams the
+    // client opened in 0-RTT packets before the handshake completes.
+    let handshake: Handshake = match connecting.into_0rtt() {
+        // Resolves when the handshake completes (its value only means
+        // something on a client).
+        Ok((connection, done)) => (
+            connection,
+            Box::pin(async move {
+                let _ = done.await;
+            }),
+        ),
+        Err(connecting) => match connecting.await {
+            Ok(connection) => (connection, Box::pin(async {})),
+            Err(e) => {
+                ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+                ctx.log(format_args!("quic {peer}: handshake failed: {e}"));
+                return;
+            }
+        },
+    };
+    serve_established(handshake, peer, ctx, started).await
+}
+
+type Handshake = (
+    quinn::Connection,
+    std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+);
+
+async fn serve_established(
+    (connection, handshake): Handshake,
+    peer: std::net::SocketAddr,
+    ctx: Arc<ServerContext>,
+    started: Instant,
+) {
+    let limit = ctx.config.handshake_timeout;
+    let handshake = tokio::time::timeout(limit, handshake);
+    tokio::pin!(handshake);
+    let mut handshake_done = false;
+    let mut established = false;
+    let mut streams = JoinSet::new();
+    let mut datagrams_ok = true;
+    let ending: String = loop {
+        tokio::select! {
+            // The handshake's end first: a client that closes right after
+            // it must not look like a failed handshake.
+            biased;
+            finished = &mut handshake, if !handshake_done => {
+                handshake_done = true;
+                if finished.is_err() {
+                    ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+                    connection.close(quinn::VarInt::from_u32(1), b"handshake timeout");
+                    break format!(
+                        "QUIC handshake not finished within {} (--handshake-timeout)",
+                        crate::cli::format_duration(limit)
+                    );
+                }
+                if connection.close_reason().is_some() {
+                    // The handshake failed; accept_bi reports why.
+                    continue;
+                }
+                established = true;
+                record_handshake(&connection, peer, &ctx);
+            }
+            accepted = connection.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let ctx = ctx.clone();
+                    let id = send.id();
+                    streams.spawn(async move {
+                        let report = session::serve_stream(tokio::io::join(recv, send), &ctx).await;
+                        ctx.stats.record_session(&report);
+                        ctx.log(format_args!(
+                            "quic {peer} stream {}: {} {} in, {} bytes in, {} bytes out{}",
+                            id.index(),
+                            report.messages,
+                            match report.mode {
+                                Some(session::Mode::Framed) => "frames",
+                                _ => "lines",
+                            },
+                            report.bytes_in,
+                            report.bytes_out,
+                            report.ending.map(|e| format!(" ({e})")).unwrap_or_default()
+                        ));
+                    });
+                }
+                Err(e) if established => break describe_close(&e),
+                Err(e) => {
+                    ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+                    break format!("handshake failed: {e}");
+                }
+            },
+            datagram = connection.read_datagram(), if datagrams_ok => match datagram {
+                Ok(bytes) => {
+                    ctx.stats.datagrams.fetch_add(1, Relaxed);
+                    ctx.stats.messages.fetch_add(1, Relaxed);
+                    ctx.stats.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
+                    let mut reply = Vec::with_capacity(bytes.len());
+                    uppercase_into(&bytes, &mut reply);
+                    let n = reply.len() as u64;
+                    match connection.send_datagram(reply.into()) {
+                        Ok(()) => {
+                            ctx.stats.bytes_out.fetch_add(n, Relaxed);
+                        }
+                        Err(e) => ctx.log(format_args!("quic {peer}: datagram reply not sent: {e}")),
+                    }
+                }
+                // Closed connection (accept_bi reports it) or datagrams off.
+                Err(_) => datagrams_ok = false,
+            },
+            _ = ctx.shutdown.cancelled() => break "server shutting down".into(),
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    };
+    // Streams in progress get the server's grace period.
+    super::finish_connections(streams, ctx.config.grace).await;
+    let normal = ending == "closed by the client";
+    if !normal {
+        ctx.stats.abnormal_closes.fetch_add(1, Relaxed);
+    }
+    ctx.log(format_args!(
+        "quic {peer}: closed after {:.1} s ({ending})",
+        started.elapsed().as_secs_f64()
+    ));
+}
+
+fn record_handshake(
+    connection: &quinn::Connection,
+    peer: std::net::SocketAddr,
+    ctx: &ServerContext,
+) {
+    ctx.stats.quic_connections.fetch_add(1, Relaxed);
+    let info = connection
+        .handshake_data()
+        .and_then(|d| d.downcast::<QuicHandshakeInfo>().ok())
+        .map(|b| *b)
+        .unwrap_or_default();
+    let resumed = info.resumed == Some(true);
+    let early = info.early_data_accepted == Some(true);
+    if resumed {
+        ctx.stats.resumed.fetch_add(1, Relaxed);
+    }
+    if early {
+        ctx.stats.early_data_accepted.fetch_add(1, Relaxed);
+    }
+    ctx.log(format_args!(
+        "quic {peer}: QUIC v1, {}, {}, ALPN {}{}{}",
+        info.cipher_suite.as_deref().unwrap_or("?"),
+        info.key_exchange_group.as_deref().unwrap_or("?"),
+        info.alpn.as_deref().unwrap_or("none"),
+        if resumed { ", resumed" } else { "" },
+        if early { ", 0-RTT accepted" } else { "" },
+    ));
+}
+
+fn describe_close(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(close) if close.error_code.into_inner() == 0 => {
+            "closed by the client".into()
+        }
+        quinn::ConnectionError::TimedOut => "idle timeout: the client went silent".into(),
+        quinn::ConnectionError::LocallyClosed => "closed by the server".into(),
+        other => other.to_string(),
+    }
+}

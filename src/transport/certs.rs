@@ -1,0 +1,541 @@
+//! Certificates: a local certificate authority (CA) and a server certificate
+//! signed by it, so that TLS and QUIC are *verified* by default, even on a
+//! laptop with no domain name.
+//!
+//! How TLS authenticates a server: the server sends its certificate chain;
+//! the client checks that (1) the chain ends at a CA it already trusts, (2)
+//! the certificate names the host the client wanted (its Subject Alternative
+//! Names, "SANs": DNS names and IP addresses), (3) it is within its validity
+//! dates, and (4) the server holds the private key (it signs the handshake
+//! transcript with it: TLS 1.3's CertificateVerify). A self-made CA that only
+//! this machine trusts gives all four checks without any public CA.
+//!
+//! Files in the certificate directory (`--cert-dir`, `PROTO_CERT_DIR`, or
+//! `$XDG_DATA_HOME/proto/certs`, else `~/.local/share/proto/certs`):
+//!
+//! | file         | what                                                        |
+//! |--------------|-------------------------------------------------------------|
+//! | `ca.pem`     | the CA certificate: what clients trust (`openssl s_client -CAfile ca.pem`) |
+//! | `ca.key`     | the CA's private key (mode 0600): signs new server certificates |
+//! | `server.pem` | the server certificate, signed by the CA                    |
+//! | `server.key` | the server's private key (mode 0600)                        |
+//!
+//! All keys are ECDSA P-256. The first run creates them; later runs reuse
+//! them, and re-issue only the server certificate when it lacks a name the
+//! server now needs (a `--san`, or a non-loopback address it is bound to).
+
+use anyhow::{bail, Context};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The names every generated server certificate carries.
+pub const DEFAULT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// The subject of the generated CA, followed by a short hash of its public
+/// key: two machines' CAs then have different names, so a client trusting
+/// the wrong one hears "unknown issuer". Re-creating the CA's parameters
+/// from its key is how a stored CA signs a new server certificate.
+const CA_NAME: &str = "proto local teaching CA";
+
+fn ca_name(key: &rcgen::KeyPair) -> String {
+    let hash = Sha256::digest(key.public_key_raw());
+    let short: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{CA_NAME} {short}")
+}
+
+/// Paths of the files in one certificate directory.
+#[derive(Debug, Clone)]
+pub struct CertDir {
+    pub dir: PathBuf,
+}
+
+impl CertDir {
+    pub fn new(dir: impl Into<PathBuf>) -> CertDir {
+        CertDir { dir: dir.into() }
+    }
+
+    /// `PROTO_CERT_DIR`, else `$XDG_DATA_HOME/proto/certs`, else
+    /// `~/.local/share/proto/certs`.
+    pub fn default_dir() -> anyhow::Result<CertDir> {
+        if let Some(dir) = std::env::var_os("PROTO_CERT_DIR").filter(|d| !d.is_empty()) {
+            return Ok(CertDir::new(dir));
+        }
+        if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+            return Ok(CertDir::new(
+                PathBuf::from(data).join("proto").join("certs"),
+            ));
+        }
+        match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+            Some(home) => Ok(CertDir::new(
+                PathBuf::from(home).join(".local/share/proto/certs"),
+            )),
+            None => bail!(
+                "no place for certificates: set HOME, XDG_DATA_HOME or PROTO_CERT_DIR, or pass --cert-dir"
+            ),
+        }
+    }
+
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+
+    /// Loads the CA and server certificate, creating whatever is missing,
+    /// and re-issuing the server certificate if it does not cover
+    /// [`DEFAULT_NAMES`] plus `extra_names`. Safe against two processes
+    /// doing it at once (a lock file serialises them).
+    pub fn load_or_create(&self, extra_names: &[String]) -> anyhow::Result<ServerIdentity> {
+        std::fs::create_dir_all(&self.dir).with_context(|| {
+            format!(
+                "cannot create the certificate directory {} (choose another with --cert-dir)",
+                self.dir.display()
+            )
+        })?;
+        let _lock = DirLock::acquire(&self.dir.join(".lock"))?;
+        let mut names: Vec<String> = DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
+        for n in extra_names {
+            let n = n.trim().to_string();
+            if !n.is_empty() && !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        let mut created = Vec::new();
+        if !self.ca_cert().exists() || !self.ca_key().exists() {
+            self.create_ca()?;
+            created.push("CA");
+        }
+        let ca = load_certs(&self.ca_cert())?;
+        let ca_der = ca
+            .first()
+            .cloned()
+            .with_context(|| format!("{} holds no certificate", self.ca_cert().display()))?;
+        let needs_new_server = !self.server_cert().exists()
+            || !self.server_key().exists()
+            || !covers(&ca_der, &load_certs(&self.server_cert())?, &names);
+        if needs_new_server {
+            self.issue_server_cert(&names)?;
+            created.push("server certificate");
+        }
+        let chain = load_certs(&self.server_cert())?;
+        let key = load_key(&self.server_key())?;
+        if !covers(&ca_der, &chain, &names) {
+            bail!(
+                "{} is not valid for {names:?} under {}: delete the directory {} to start afresh",
+                self.server_cert().display(),
+                self.ca_cert().display(),
+                self.dir.display()
+            );
+        }
+        Ok(ServerIdentity {
+            chain,
+            key: Arc::new(key),
+            ca: Some(ca_der),
+            files: Some(self.clone()),
+            created,
+            names,
+        })
+    }
+
+    fn create_ca(&self) -> anyhow::Result<()> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .context("generating the CA key")?;
+        let cert = ca_params(&key)?
+            .self_signed(&key)
+            .context("self-signing the CA")?;
+        write_private(&self.ca_key(), key.serialize_pem().as_bytes())?;
+        write_file(&self.ca_cert(), cert.pem().as_bytes())?;
+        Ok(())
+    }
+
+    fn issue_server_cert(&self, names: &[String]) -> anyhow::Result<()> {
+        let ca_key_pem = std::fs::read_to_string(self.ca_key())
+            .with_context(|| format!("reading {}", self.ca_key().display()))?;
+        let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)
+            .with_context(|| format!("{} is not a private key", self.ca_key().display()))?;
+        // The issuer's name and key identifier are all a signature needs
+        // from the CA certificate: rebuild it from the same parameters.
+        let ca = ca_params(&ca_key)?
+            .self_signed(&ca_key)
+            .context("rebuilding the CA")?;
+        let mut params = rcgen::CertificateParams::new(names.to_vec())
+            .with_context(|| format!("{names:?} are not valid certificate names"))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "proto echo server");
+        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .context("generating the server key")?;
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .context("signing the server certificate")?;
+        write_private(&self.server_key(), key.serialize_pem().as_bytes())?;
+        write_file(&self.server_cert(), cert.pem().as_bytes())?;
+        Ok(())
+    }
+}
+
+fn ca_params(key: &rcgen::KeyPair) -> anyhow::Result<rcgen::CertificateParams> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name(key));
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+/// Whether `chain` verifies under `ca` for every one of `names`: the same
+/// check a client makes, done with rustls's own verifier.
+fn covers(
+    ca: &CertificateDer<'static>,
+    chain: &[CertificateDer<'static>],
+    names: &[String],
+) -> bool {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return false;
+    };
+    let Ok(verifier) = verifier_for(ca) else {
+        return false;
+    };
+    names.iter().all(|name| {
+        let Ok(server_name) = ServerName::try_from(name.clone()) else {
+            return false;
+        };
+        verifier
+            .verify_server_cert(leaf, intermediates, &server_name, &[], UnixTime::now())
+            .is_ok()
+    })
+}
+
+fn verifier_for(
+    ca: &CertificateDer<'static>,
+) -> anyhow::Result<Arc<rustls::client::WebPkiServerVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone())?;
+    Ok(rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()?)
+}
+
+/// What a TLS or QUIC server presents: its certificate chain and private key.
+#[derive(Clone)]
+pub struct ServerIdentity {
+    /// Leaf first (we serve just the leaf; clients hold the CA).
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: Arc<PrivateKeyDer<'static>>,
+    /// The CA that signed it, when proto made it.
+    pub ca: Option<CertificateDer<'static>>,
+    /// Where the files are, when they came from a certificate directory.
+    pub files: Option<CertDir>,
+    /// What this run had to create ("CA", "server certificate").
+    pub created: Vec<&'static str>,
+    /// The names the certificate was checked to cover.
+    pub names: Vec<String>,
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    // Never print the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentity")
+            .field("fingerprint", &self.fingerprint())
+            .field("files", &self.files)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerIdentity {
+    /// Loads your own PEM certificate chain and key (`--cert`, `--key`).
+    pub fn from_files(cert: &Path, key: &Path) -> anyhow::Result<ServerIdentity> {
+        let chain = load_certs(cert)?;
+        if chain.is_empty() {
+            bail!("{} holds no PEM certificate", cert.display());
+        }
+        Ok(ServerIdentity {
+            chain,
+            key: Arc::new(load_key(key)?),
+            ca: None,
+            files: None,
+            created: Vec::new(),
+            names: Vec::new(),
+        })
+    }
+
+    /// SHA-256 of the server certificate (DER), as `AB:CD:…`.
+    pub fn fingerprint(&self) -> String {
+        self.chain.first().map(fingerprint).unwrap_or_default()
+    }
+
+    /// Lines for the server's start-up banner: where the files are and
+    /// their fingerprints, so a student can compare with what a client sees.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.created.is_empty() {
+            lines.push(format!("created {}", self.created.join(" and ")));
+        }
+        if let Some(files) = &self.files {
+            if let Some(ca) = &self.ca {
+                lines.push(format!(
+                    "CA certificate     {}  SHA-256 {}",
+                    files.ca_cert().display(),
+                    fingerprint(ca)
+                ));
+            }
+            lines.push(format!(
+                "server certificate {}  SHA-256 {}",
+                files.server_cert().display(),
+                self.fingerprint()
+            ));
+            lines.push(format!(
+                "server key         {}",
+                files.server_key().display()
+            ));
+            lines.push(format!("certificate names  {}", self.names.join(", ")));
+        } else {
+            lines.push(format!("server certificate SHA-256 {}", self.fingerprint()));
+        }
+        lines
+    }
+}
+
+/// SHA-256 of a certificate's DER bytes, colon-separated hex (as
+/// `openssl x509 -fingerprint -sha256` prints it).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The names a server bound to `ip` should have in its certificate besides
+/// the defaults: the address itself unless it is loopback; for 0.0.0.0 or
+/// `::` ("every address"), every non-loopback address of this machine.
+pub fn names_for_bind(ip: IpAddr) -> Vec<String> {
+    if ip.is_loopback() {
+        Vec::new()
+    } else if ip.is_unspecified() {
+        local_addresses()
+            .into_iter()
+            .filter(|a| a.is_ipv4() == ip.is_ipv4() || ip.is_ipv6())
+            .map(|a| a.to_string())
+            .collect()
+    } else {
+        vec![ip.to_string()]
+    }
+}
+
+/// This machine's non-loopback addresses (IPv6 link-local ones left out:
+/// they need a scope and cannot be named in a certificate usefully).
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    #[cfg(unix)]
+    {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs fills `list` with a linked list we free below;
+        // each sockaddr is read according to its family.
+        unsafe {
+            if libc::getifaddrs(&mut list) != 0 {
+                return out;
+            }
+            let mut cur = list;
+            while !cur.is_null() {
+                let addr = (*cur).ifa_addr;
+                if !addr.is_null() {
+                    match i32::from((*addr).sa_family) {
+                        libc::AF_INET => {
+                            let sin = &*(addr as *const libc::sockaddr_in);
+                            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                            out.push(IpAddr::V4(ip));
+                        }
+                        libc::AF_INET6 => {
+                            let sin6 = &*(addr as *const libc::sockaddr_in6);
+                            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                            if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                                out.push(IpAddr::V6(ip));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                cur = (*cur).ifa_next;
+            }
+            libc::freeifaddrs(list);
+        }
+    }
+    out.retain(|a| !a.is_loopback());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every PEM certificate in `path`.
+pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not a PEM certificate file", path.display()))
+}
+
+/// The first PEM private key (PKCS#8, SEC1 or PKCS#1) in `path`.
+pub fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .with_context(|| format!("{} is not a PEM file", path.display()))?
+        .with_context(|| format!("{} holds no private key", path.display()))
+}
+
+/// Writes `bytes` to `path` via a temporary file and a rename, so a reader
+/// never sees half a file.
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_with_mode(path, bytes, 0o644)
+}
+
+/// Like [`write_file`], readable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_with_mode(path, bytes, 0o600)
+}
+
+fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut file = options
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        file.sync_all().ok();
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// An exclusive `flock` on a file, released on drop.
+struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    fn acquire(path: &Path) -> anyhow::Result<DirLock> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("creating the lock file {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: flock on a file descriptor we own; blocks until free.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc != 0 {
+                bail!(
+                    "cannot lock {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "proto-certs-{tag}-{}-{}",
+            std::process::id(),
+            crate::client::monotonic_nanos()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn creates_then_reuses_then_extends() {
+        let dir = CertDir::new(temp_dir("reuse"));
+        let first = dir.load_or_create(&[]).unwrap();
+        assert_eq!(first.created, vec!["CA", "server certificate"]);
+        let second = dir.load_or_create(&[]).unwrap();
+        assert!(second.created.is_empty());
+        assert_eq!(first.fingerprint(), second.fingerprint());
+        // A new name re-issues the server certificate under the same CA.
+        let third = dir.load_or_create(&["10.1.2.3".into()]).unwrap();
+        assert_eq!(third.created, vec!["server certificate"]);
+        assert_eq!(third.ca, first.ca);
+        assert!(covers(
+            third.ca.as_ref().unwrap(),
+            &third.chain,
+            &["10.1.2.3".into(), "localhost".into()]
+        ));
+        assert!(!covers(
+            third.ca.as_ref().unwrap(),
+            &third.chain,
+            &["example.org".into()]
+        ));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.server_key())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "the key must not be readable by others");
+        }
+        let _ = std::fs::remove_dir_all(&dir.dir);
+    }
+
+    #[test]
+    fn bind_addresses_name_themselves_but_loopback_adds_nothing() {
+        assert!(names_for_bind("127.0.0.1".parse().unwrap()).is_empty());
+        assert_eq!(
+            names_for_bind("10.9.8.7".parse().unwrap()),
+            vec!["10.9.8.7"]
+        );
+        for name in names_for_bind("0.0.0.0".parse().unwrap()) {
+            let ip: IpAddr = name.parse().unwrap();
+            assert!(ip.is_ipv4() && !ip.is_loopback());
+        }
+    }
+
+    #[test]
+    fn fingerprints_look_like_openssl() {
+        let fp = fingerprint(&CertificateDer::from(vec![1u8, 2, 3]));
+        assert_eq!(fp.len(), 32 * 3 - 1);
+        assert!(fp.starts_with("03:90:58:C6"));
+    }
+}
