@@ -447,7 +447,10 @@ async fn quic_checks_the_name_and_server_name_overrides_it() {
     let server = TestServer::start().await;
     let mut opts = ClientQuicOptions::new(&server.trust()).unwrap();
     opts.server_name = Some("wrong.example".into());
-    let err = quic::connect(&server.quic_target(), &opts, LIMIT).await.err().unwrap();
+    let err = quic::connect(&server.quic_target(), &opts, LIMIT)
+        .await
+        .err()
+        .unwrap();
     let text = format!("{err:#}");
     assert!(text.contains("--server-name"), "{text}");
     opts.server_name = Some("localhost".into());

@@ -4,7 +4,7 @@
 use crate::measure::handshake::{measure_variant, Endpoints, Variant, VariantResult};
 use crate::output::compare::{render_csv, render_explanation, render_table, CompareReport};
 use crate::server::{self, Listeners, ServerConfig};
-use crate::transport::Target;
+use crate::transport::{tls, Target};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -40,6 +40,13 @@ pub struct CompareArgs {
     /// Name to verify the server's certificate against (default: the --to host).
     #[arg(long)]
     pub server_name: Option<String>,
+    /// With --to: trust this CA certificate (PEM) instead of proto's local CA.
+    #[arg(long, value_name = "FILE", requires = "to")]
+    pub ca: Option<std::path::PathBuf>,
+    /// With --to: do not verify the server's certificate at all (anyone on
+    /// the path could impersonate it; the round trips are the same).
+    #[arg(long, requires = "to")]
+    pub insecure: bool,
     /// Give up on a connection after this long.
     #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
     pub timeout: Duration,
@@ -100,19 +107,18 @@ async fn remote_endpoints(host: &str, args: &CompareArgs) -> anyhow::Result<Endp
         tls: (ip, args.secure_port).into(),
         quic: (ip, args.secure_port).into(),
         server_name: args.server_name.clone().unwrap_or(plain.host),
+        trust: tls::Trust::from_options(args.ca.as_deref(), args.insecure)?,
     })
 }
 
 /// Servers in this process on 127.0.0.1, clients too.
 async fn loopback(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport> {
+    // The server's certificate first: the clients trust its CA.
+    let config = ServerConfig::quiet_default()?;
     let listeners = Listeners::bind_all(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)?;
     let endpoints = endpoints_of(&listeners, "localhost")?;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(server::run(
-        listeners,
-        ServerConfig::quiet_default()?,
-        shutdown.clone(),
-    ));
+    let server = tokio::spawn(server::run(listeners, config, shutdown.clone()));
     let variants = measure_all(&args.protocols, &endpoints, runs, args.timeout).await;
     shutdown.cancel();
     server.await.context("the in-process server failed")??;
@@ -141,6 +147,7 @@ pub fn endpoints_of(listeners: &Listeners, server_name: &str) -> anyhow::Result<
         tls: get("tls")?,
         quic: get("quic")?,
         server_name: server_name.to_string(),
+        trust: tls::Trust::from_options(None, false)?,
     })
 }
 

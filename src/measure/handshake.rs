@@ -27,8 +27,11 @@
 //!  udp            0   no handshake at all
 //! ```
 
+use crate::client::StreamClient;
+use crate::transport::{quic, tls, Stream, Target};
 use serde::Serialize;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// One protocol variant of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
@@ -361,18 +364,22 @@ mod tests {
     }
 }
 
-/// Where the servers of a comparison listen.
+/// Where the servers of a comparison listen, and how to trust them.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
-    pub tcp: std::net::SocketAddr,
-    pub udp: std::net::SocketAddr,
-    pub tls: std::net::SocketAddr,
-    pub quic: std::net::SocketAddr,
+    pub tcp: SocketAddr,
+    pub udp: SocketAddr,
+    pub tls: SocketAddr,
+    pub quic: SocketAddr,
     /// The name to verify the server certificate against.
     pub server_name: String,
+    /// Which certificates to believe (proto's local CA by default).
+    pub trust: tls::Trust,
 }
 
 /// Echoes sent after the first reply to measure the connection's RTT.
+/// They also keep the connection open for a few round trips, long enough
+/// for TLS 1.3 / QUIC session tickets to arrive for the next connection.
 pub const RTT_PROBES: usize = 5;
 
 /// The message every probe sends.
@@ -380,29 +387,70 @@ const PROBE: &[u8] = b"proto compare probe";
 
 /// The connection's own RTT: the median of [`RTT_PROBES`] echo round trips
 /// over the established connection.
-pub async fn stream_rtt<S>(client: &mut crate::client::StreamClient<S>) -> anyhow::Result<Duration>
+pub async fn stream_rtt<S>(client: &mut StreamClient<S>) -> anyhow::Result<Duration>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut rtts = Vec::with_capacity(RTT_PROBES);
     for _ in 0..RTT_PROBES {
-        let sent = std::time::Instant::now();
+        let sent = Instant::now();
         client.exchange_line(PROBE).await?;
         rtts.push(sent.elapsed());
     }
     median_duration(&rtts).ok_or_else(|| anyhow::anyhow!("no RTT probe answered"))
 }
 
+/// Client state that must outlive one connection: the session store that
+/// carries tickets from one connection to the next (resumption, 0-RTT),
+/// and QUIC's endpoint.
+pub enum ClientState {
+    Plain,
+    Tls(tls::ClientTlsOptions),
+    Quic(quic::ClientQuicOptions),
+}
+
+impl ClientState {
+    /// The state `variant` needs, fresh (no tickets yet).
+    pub fn new(variant: Variant, endpoints: &Endpoints) -> anyhow::Result<ClientState> {
+        let tls_opts = |version, resume: bool, early_data: bool| -> anyhow::Result<ClientState> {
+            let mut opts = tls::ClientTlsOptions::new(&endpoints.trust, Some(version))?;
+            if !resume {
+                // A full handshake every time: forget sessions.
+                let mut config = (*opts.config).clone();
+                config.resumption = rustls::client::Resumption::disabled();
+                opts.config = std::sync::Arc::new(config);
+            }
+            opts.early_data = early_data;
+            opts.server_name = Some(endpoints.server_name.clone());
+            Ok(ClientState::Tls(opts))
+        };
+        use tls::TlsVersion::{V1_2, V1_3};
+        match variant {
+            Variant::Tcp | Variant::Udp => Ok(ClientState::Plain),
+            Variant::Tls12 => tls_opts(V1_2, false, false),
+            Variant::Tls12Resumed => tls_opts(V1_2, true, false),
+            Variant::Tls13 => tls_opts(V1_3, false, false),
+            Variant::Tls13Resumed => tls_opts(V1_3, true, false),
+            Variant::Tls13ZeroRtt | Variant::Tls13ZeroRttTfo => tls_opts(V1_3, true, true),
+            Variant::Quic | Variant::QuicZeroRtt => {
+                let mut opts = quic::ClientQuicOptions::new(&endpoints.trust)?;
+                opts.zero_rtt = variant == Variant::QuicZeroRtt;
+                opts.server_name = Some(endpoints.server_name.clone());
+                Ok(ClientState::Quic(opts))
+            }
+        }
+    }
+}
+
 /// One TCP connection: connect, first echo, then the RTT probes.
-pub async fn probe_tcp(addr: std::net::SocketAddr, timeout: Duration) -> anyhow::Result<Sample> {
-    use crate::transport::Stream;
-    let t0 = std::time::Instant::now();
+pub async fn probe_tcp(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Sample> {
+    let t0 = Instant::now();
     let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| anyhow::anyhow!("TCP connect to {addr} timed out"))??;
     let tcp_connect = t0.elapsed();
     tcp.set_nodelay(true)?;
-    let mut client = crate::client::StreamClient::new(Stream::Tcp(tcp), timeout);
+    let mut client = StreamClient::new(Stream::Tcp(tcp), timeout);
     client.exchange_line(PROBE).await?;
     let first_reply = t0.elapsed();
     let rtt = stream_rtt(&mut client).await?;
@@ -416,8 +464,8 @@ pub async fn probe_tcp(addr: std::net::SocketAddr, timeout: Duration) -> anyhow:
 }
 
 /// One UDP "connection": there is no handshake, the first datagram is data.
-pub async fn probe_udp(addr: std::net::SocketAddr, timeout: Duration) -> anyhow::Result<Sample> {
-    let local: std::net::SocketAddr = if addr.is_ipv4() {
+pub async fn probe_udp(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Sample> {
+    let local: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
     } else {
         "[::]:0"
@@ -426,12 +474,12 @@ pub async fn probe_udp(addr: std::net::SocketAddr, timeout: Duration) -> anyhow:
     let socket = tokio::net::UdpSocket::bind(local).await?;
     socket.connect(addr).await?;
     let mut client = crate::client::DatagramClient::new(socket, timeout);
-    let t0 = std::time::Instant::now();
+    let t0 = Instant::now();
     client.exchange(PROBE).await?;
     let first_reply = t0.elapsed();
     let mut rtts = Vec::with_capacity(RTT_PROBES);
     for _ in 0..RTT_PROBES {
-        let sent = std::time::Instant::now();
+        let sent = Instant::now();
         client.exchange(PROBE).await?;
         rtts.push(sent.elapsed());
     }
@@ -442,22 +490,69 @@ pub async fn probe_udp(addr: std::net::SocketAddr, timeout: Duration) -> anyhow:
     })
 }
 
+/// One TLS or QUIC connection: handshake (maybe resumed, maybe with the
+/// request as early data), first echo, then the RTT probes.
+async fn probe_encrypted(
+    state: &ClientState,
+    addr: SocketAddr,
+    timeout: Duration,
+    tfo: bool,
+) -> anyhow::Result<Sample> {
+    let target = Target {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    };
+    let t0 = Instant::now();
+    let (stream, mut info) = match state {
+        ClientState::Tls(opts) if tfo => tls::connect_fast_open(&target, opts, timeout).await?,
+        ClientState::Tls(opts) => tls::connect(&target, opts, timeout).await?,
+        ClientState::Quic(opts) => quic::connect(&target, opts, timeout).await?,
+        ClientState::Plain => anyhow::bail!("not an encrypted transport"),
+    };
+    let mut client = StreamClient::new(stream, timeout);
+    client.exchange_line(PROBE).await?;
+    let first_reply = t0.elapsed();
+    // After 0-RTT, only now is it known whether the server took the data.
+    client.get_ref().negotiated(&mut info);
+    let rtt = stream_rtt(&mut client).await?;
+    let stream = quic::finish(client, timeout).await;
+    if let Stream::Quic(q) = &stream {
+        q.close();
+    }
+    let us = |x: Option<f64>| x.map(|us| Duration::from_secs_f64(us / 1e6));
+    Ok(Sample {
+        first_reply,
+        rtt,
+        tcp_connect: us(info.tcp_connect_us),
+        crypto_handshake: us(info.handshake_us),
+        handshake_bytes_sent: info.handshake_bytes_sent,
+        handshake_bytes_received: info.handshake_bytes_received,
+        resumed: info.resumed,
+        early_data_accepted: info.early_data_accepted,
+    })
+}
+
 /// Measures one connection of `variant`.
 pub async fn probe(
     variant: Variant,
+    state: &ClientState,
     endpoints: &Endpoints,
     timeout: Duration,
 ) -> anyhow::Result<Sample> {
     match variant {
         Variant::Tcp => probe_tcp(endpoints.tcp, timeout).await,
         Variant::Udp => probe_udp(endpoints.udp, timeout).await,
-        // MERGE: TLS and QUIC probes plug in here.
-        other => anyhow::bail!("{} is not available in this build", other.id()),
+        Variant::Quic | Variant::QuicZeroRtt => {
+            probe_encrypted(state, endpoints.quic, timeout, false).await
+        }
+        Variant::Tls13ZeroRttTfo => probe_encrypted(state, endpoints.tls, timeout, true).await,
+        _ => probe_encrypted(state, endpoints.tls, timeout, false).await,
     }
 }
 
-/// Runs a warm-up connection (excluded: it fills caches and fetches session
-/// tickets) and then `runs` measured connections of `variant`.
+/// Runs a warm-up connection (excluded: it fills caches and fetches the
+/// session ticket the resumed variants need) and then `runs` measured
+/// connections of `variant`.
 pub async fn measure_variant(
     variant: Variant,
     endpoints: &Endpoints,
@@ -465,14 +560,17 @@ pub async fn measure_variant(
     timeout: Duration,
     mut on_run: impl FnMut(),
 ) -> VariantResult {
-    if let Err(e) = probe(variant, endpoints, timeout).await {
-        on_run();
+    let state = match ClientState::new(variant, endpoints) {
+        Ok(state) => state,
+        Err(e) => return VariantResult::unavailable(variant, format!("{e:#}")),
+    };
+    if let Err(e) = probe(variant, &state, endpoints, timeout).await {
         return VariantResult::unavailable(variant, format!("warm-up failed: {e:#}"));
     }
     let mut samples = Vec::with_capacity(runs);
     let mut failures = Vec::new();
     for _ in 0..runs {
-        match probe(variant, endpoints, timeout).await {
+        match probe(variant, &state, endpoints, timeout).await {
             Ok(sample) => samples.push(sample),
             Err(e) => failures.push(format!("{e:#}")),
         }

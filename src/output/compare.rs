@@ -48,7 +48,17 @@ pub fn render_table(report: &CompareReport) -> String {
         "handshake\nbytes ↑/↓",
         "verdict",
     ]);
+    let mut notes = Vec::new();
     for v in &report.variants {
+        let mut footnote = || {
+            notes.push(format!(
+                "[{}] {}: {}",
+                notes.len() + 1,
+                v.protocol.id(),
+                v.note.as_deref().unwrap_or("")
+            ));
+            notes.len()
+        };
         let range = match (v.handshake_rtts_min, v.handshake_rtts_max) {
             (Some(lo), Some(hi)) => format!("{} ({lo:.2}–{hi:.2})", rtts(v.handshake_rtts)),
             _ => rtts(v.handshake_rtts),
@@ -58,12 +68,10 @@ pub fn render_table(report: &CompareReport) -> String {
             _ => "–".into(),
         };
         let verdict = match v.matches_theory {
-            Some(true) => Cell::new("matches").fg(Color::Green),
-            Some(false) => {
-                Cell::new(format!("differs: {}", v.note.as_deref().unwrap_or(""))).fg(Color::Yellow)
-            }
-            None => Cell::new(format!("not measured: {}", v.note.as_deref().unwrap_or("")))
-                .fg(Color::Red),
+            Some(true) if v.note.is_none() => Cell::new("matches").fg(Color::Green),
+            Some(true) => Cell::new(format!("matches [{}]", footnote())).fg(Color::Green),
+            Some(false) => Cell::new(format!("differs [{}]", footnote())).fg(Color::Yellow),
+            None => Cell::new(format!("not measured [{}]", footnote())).fg(Color::Red),
         };
         table.add_row(vec![
             Cell::new(v.protocol.id()),
@@ -77,7 +85,12 @@ pub fn render_table(report: &CompareReport) -> String {
             verdict,
         ]);
     }
-    table.to_string()
+    let mut out = table.to_string();
+    for note in notes {
+        out.push('\n');
+        out.push_str(&note);
+    }
+    out
 }
 
 /// Time spent before data could flow: `first_reply − rtt`.
@@ -109,20 +122,22 @@ pub fn render_explanation(report: &CompareReport) -> String {
     let Some(rtt) = crate::measure::handshake::median(&rtt_ms) else {
         return out;
     };
+    // Each variant against its own connections' RTT.
     let line = |v: &VariantResult, claim_rtts: f64| {
+        let own_rtt = v.rtt.map(|d| d.as_secs_f64() * 1e3).unwrap_or(rtt);
         let measured = before_data(v)
             .map(|d| d.as_secs_f64() * 1e3)
             .unwrap_or(f64::NAN);
         format!(
-            "  {:<16} claim {} RTT = {:>6.0} ms before data; measured {:.2} RTT = {:>6.0} ms\n",
+            "  {:<16} claim {} RTT = {:>9} before data; measured {:>5.2} RTT = {:>9}\n",
             v.protocol.id(),
             claim_rtts,
-            claim_rtts * rtt,
+            fmt_ms(claim_rtts * own_rtt),
             v.handshake_rtts.unwrap_or(f64::NAN),
-            measured
+            fmt_ms(measured)
         )
     };
-    out.push_str(&format!("\nAt this RTT ({rtt:.1} ms):\n"));
+    out.push_str(&format!("\nAt this RTT ({}):\n", fmt_ms(rtt)));
     for variant in Variant::ALL {
         if let Some(v) = find(variant) {
             out.push_str(&line(v, variant.theory_rtts()));
@@ -132,18 +147,33 @@ pub fn render_explanation(report: &CompareReport) -> String {
         let (a, b) = (before_data(tls12), before_data(quic));
         if let (Some(a), Some(b)) = (a, b) {
             out.push_str(&format!(
-                "\nThe lecture's example: TCP + TLS 1.2 spends {:.0} ms before any data (claim: 3 RTT = {:.0} ms); \
-                 QUIC {:.0} ms (claim: 1 RTT = {:.0} ms): \"from {:.0} ms to {:.0} ms\".\n",
-                a.as_secs_f64() * 1e3,
-                3.0 * rtt,
-                b.as_secs_f64() * 1e3,
-                rtt,
-                3.0 * rtt,
-                rtt
+                "\nThe lecture's example: TCP + TLS 1.2 spends {} before any data (claim: 3 RTT = {}); \
+                 QUIC {} (claim: 1 RTT = {}). Claimed \"from {} to {}\", measured from {} to {}.\n",
+                fmt_ms(a.as_secs_f64() * 1e3),
+                fmt_ms(3.0 * rtt),
+                fmt_ms(b.as_secs_f64() * 1e3),
+                fmt_ms(rtt),
+                fmt_ms(3.0 * rtt),
+                fmt_ms(rtt),
+                fmt_ms(a.as_secs_f64() * 1e3),
+                fmt_ms(b.as_secs_f64() * 1e3),
             ));
         }
     }
     out
+}
+
+/// Milliseconds with sensible precision: `987 ms`, `4.3 ms`, `0.087 ms`.
+fn fmt_ms(ms: f64) -> String {
+    if !ms.is_finite() {
+        "–".into()
+    } else if ms.abs() >= 100.0 {
+        format!("{ms:.0} ms")
+    } else if ms.abs() >= 1.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.3} ms")
+    }
 }
 
 /// One CSV row per variant, for plotting.
@@ -205,13 +235,15 @@ mod tests {
     fn table_shows_every_variant_and_verdict() {
         let t = render_table(&report());
         assert!(t.contains("tls1.2") && t.contains("quic") && t.contains("matches"));
-        assert!(t.contains("not measured: no TFO"));
+        assert!(t.contains("not measured [1]"));
+        assert!(t.contains("[1] tls1.3-0rtt-tfo: no TFO"));
     }
 
     #[test]
     fn explanation_puts_claims_beside_measurements() {
         let e = render_explanation(&report());
         assert!(e.contains("from 300 ms to 100 ms"), "{e}");
+        assert!(e.contains("measured from 300 ms to 100 ms"), "{e}");
     }
 
     #[test]
