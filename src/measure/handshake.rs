@@ -406,7 +406,7 @@ where
 pub enum ClientState {
     Plain,
     Tls(tls::ClientTlsOptions),
-    Quic(quic::ClientQuicOptions),
+    Quic(Box<quic::ClientQuicOptions>),
 }
 
 impl ClientState {
@@ -436,7 +436,7 @@ impl ClientState {
                 let mut opts = quic::ClientQuicOptions::new(&endpoints.trust)?;
                 opts.zero_rtt = variant == Variant::QuicZeroRtt;
                 opts.server_name = Some(endpoints.server_name.clone());
-                Ok(ClientState::Quic(opts))
+                Ok(ClientState::Quic(Box::new(opts)))
             }
         }
     }
