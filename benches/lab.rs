@@ -1,0 +1,158 @@
+//! Accuracy and cost of the lab's link emulator (needs root).
+//!
+//! `sudo cargo bench --bench lab` prints:
+//! * the RTT the link adds at zero delay (UDP ping-pong through the lab
+//!   minus the same ping-pong over loopback inside one namespace);
+//! * the error of a TCP connect across `--rtt 100ms`;
+//! * bulk TCP throughput client→server at several MTUs.
+//!
+//! A plain measurement program (harness = false): the numbers are the point,
+//! not a statistical regression test.
+
+use proto::lab::{Lab, LabConfig, LinkConfig};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+fn main() {
+    if let Err(e) = Lab::check_available() {
+        eprintln!("skipping the lab benchmark: {e}");
+        return;
+    }
+    // `cargo bench` passes --bench; allow a filter word too.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if wanted("latency") {
+        added_latency();
+    }
+    if wanted("delay") {
+        delay_error();
+    }
+    if wanted("throughput") {
+        for mtu in [1500, 9000, 65000] {
+            throughput(mtu);
+        }
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// UDP ping-pong: a server thread echoes, the caller measures round trips.
+fn ping_pong(server: UdpSocket, client: UdpSocket, to: SocketAddr, n: usize) -> Vec<f64> {
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        for _ in 0..n + 100 {
+            let Ok((len, from)) = server.recv_from(&mut buf) else { break };
+            let _ = server.send_to(&buf[..len], from);
+        }
+    });
+    let mut rtts = Vec::with_capacity(n);
+    let mut buf = [0u8; 64];
+    for i in 0..n + 100 {
+        let t = Instant::now();
+        client.send_to(b"ping", to).expect("send");
+        client.recv_from(&mut buf).expect("recv");
+        if i >= 100 {
+            rtts.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    echo.join().expect("echo thread");
+    rtts
+}
+
+fn added_latency() {
+    let n = 5000;
+    let lab = Lab::start(LabConfig::default()).expect("lab");
+    // Baseline: loopback inside the client namespace.
+    let (s, c) = lab.in_client(|| (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap()));
+    let to = s.local_addr().unwrap();
+    let mut lo = ping_pong(s, c, to, n);
+    // Through the link.
+    let ip = lab.server_ip();
+    let s = lab.in_server(|| UdpSocket::bind((ip, 0)).unwrap());
+    let to = s.local_addr().unwrap();
+    let c = lab.in_client(|| UdpSocket::bind("0.0.0.0:0").unwrap());
+    let mut link = ping_pong(s, c, to, n);
+    let (lo_m, link_m) = (median(&mut lo), median(&mut link));
+    println!(
+        "added RTT at 0 delay: {:.1} µs (median UDP RTT {link_m:.1} µs through the link vs {lo_m:.1} µs on loopback; p90 through link {:.1} µs)",
+        link_m - lo_m,
+        link[link.len() * 9 / 10]
+    );
+}
+
+fn delay_error() {
+    let link = LinkConfig { delay: Duration::from_millis(50), ..Default::default() };
+    let lab = Lab::start(LabConfig::symmetric(link)).expect("lab");
+    let ip = lab.server_ip();
+    let listener = lab.in_server(|| TcpListener::bind((ip, 0)).unwrap());
+    let to = listener.local_addr().unwrap();
+    let accept = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for _ in 0..21 {
+            conns.push(listener.accept().unwrap());
+        }
+    });
+    let mut ms = Vec::new();
+    for i in 0..21 {
+        let sock = lab.in_client(|| {
+            let t = Instant::now();
+            let s = TcpStream::connect(to).unwrap();
+            (t.elapsed(), s)
+        });
+        if i > 0 {
+            ms.push(sock.0.as_secs_f64() * 1e3);
+        }
+    }
+    accept.join().unwrap();
+    let max = ms.iter().cloned().fold(f64::MIN, f64::max);
+    let min = ms.iter().cloned().fold(f64::MAX, f64::min);
+    let med = median(&mut ms);
+    println!(
+        "TCP connect at --rtt 100ms: median {med:.3} ms (error {:+.3} ms), min {min:.3}, max {max:.3} over {} connects",
+        med - 100.0,
+        ms.len()
+    );
+}
+
+fn throughput(mtu: u32) {
+    let lab = Lab::start(LabConfig { mtu, ..Default::default() }).expect("lab");
+    let ip = lab.server_ip();
+    let listener = lab.in_server(|| TcpListener::bind((ip, 0)).unwrap());
+    let to = listener.local_addr().unwrap();
+    let secs = 3.0;
+    let receiver = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        let mut start = None;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    start.get_or_insert_with(Instant::now);
+                    total += n as u64;
+                }
+            }
+        }
+        (total, start.map(|s| s.elapsed()).unwrap_or_default())
+    });
+    let mut stream = lab.in_client(|| TcpStream::connect(to).unwrap());
+    let buf = vec![0x55u8; 1 << 20];
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < secs {
+        stream.write_all(&buf).unwrap();
+    }
+    drop(stream);
+    let (bytes, elapsed) = receiver.join().unwrap();
+    let c = lab.shutdown();
+    let gbit = bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9;
+    println!(
+        "bulk TCP at MTU {mtu}: {gbit:.2} Gbit/s ({:.0} MB/s) goodput, {} packets client→server",
+        gbit * 1e3 / 8.0,
+        c.client_to_server.packets
+    );
+}
