@@ -20,7 +20,10 @@ fn main() {
         return;
     }
     // `cargo bench` passes --bench; allow a filter word too.
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     if wanted("latency") {
         added_latency();
@@ -45,7 +48,9 @@ fn ping_pong(server: UdpSocket, client: UdpSocket, to: SocketAddr, n: usize) -> 
     let echo = std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         for _ in 0..n + 100 {
-            let Ok((len, from)) = server.recv_from(&mut buf) else { break };
+            let Ok((len, from)) = server.recv_from(&mut buf) else {
+                break;
+            };
             let _ = server.send_to(&buf[..len], from);
         }
     });
@@ -66,8 +71,12 @@ fn ping_pong(server: UdpSocket, client: UdpSocket, to: SocketAddr, n: usize) -> 
 fn added_latency() {
     let lab = Lab::start(LabConfig::default()).expect("lab");
     // Baseline: loopback inside the client namespace.
-    let (lo_s, lo_c) =
-        lab.in_client(|| (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap()));
+    let (lo_s, lo_c) = lab.in_client(|| {
+        (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        )
+    });
     let lo_to = lo_s.local_addr().unwrap();
     // Through the link.
     let ip = lab.server_ip();
@@ -77,8 +86,18 @@ fn added_latency() {
     // Alternate short rounds so background load hits both alike.
     let (mut diffs, mut los, mut links) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..15 {
-        let mut lo = ping_pong(lo_s.try_clone().unwrap(), lo_c.try_clone().unwrap(), lo_to, 400);
-        let mut link = ping_pong(link_s.try_clone().unwrap(), link_c.try_clone().unwrap(), link_to, 400);
+        let mut lo = ping_pong(
+            lo_s.try_clone().unwrap(),
+            lo_c.try_clone().unwrap(),
+            lo_to,
+            400,
+        );
+        let mut link = ping_pong(
+            link_s.try_clone().unwrap(),
+            link_c.try_clone().unwrap(),
+            link_to,
+            400,
+        );
         let (l, k) = (median(&mut lo), median(&mut link));
         los.push(l);
         links.push(k);
@@ -94,7 +113,10 @@ fn added_latency() {
 }
 
 fn delay_error() {
-    let link = LinkConfig { delay: Duration::from_millis(50), ..Default::default() };
+    let link = LinkConfig {
+        delay: Duration::from_millis(50),
+        ..Default::default()
+    };
     let lab = Lab::start(LabConfig::symmetric(link)).expect("lab");
     let ip = lab.server_ip();
     let listener = lab.in_server(|| TcpListener::bind((ip, 0)).unwrap());
@@ -144,7 +166,11 @@ fn delay_error() {
 }
 
 fn throughput(mtu: u32) {
-    let lab = Lab::start(LabConfig { mtu, ..Default::default() }).expect("lab");
+    let lab = Lab::start(LabConfig {
+        mtu,
+        ..Default::default()
+    })
+    .expect("lab");
     let ip = lab.server_ip();
     let listener = lab.in_server(|| TcpListener::bind((ip, 0)).unwrap());
     let to = listener.local_addr().unwrap();

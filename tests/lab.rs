@@ -36,7 +36,10 @@ fn ms(n: u64) -> Duration {
 }
 
 fn symmetric_rtt(rtt: Duration) -> LabConfig {
-    LabConfig::symmetric(LinkConfig { delay: rtt / 2, ..Default::default() })
+    LabConfig::symmetric(LinkConfig {
+        delay: rtt / 2,
+        ..Default::default()
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -46,12 +49,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[test]
 fn tcp_connect_takes_one_rtt() {
-    let Some(_guard) = lab_or_skip("tcp_connect_takes_one_rtt") else { return };
+    let Some(_guard) = lab_or_skip("tcp_connect_takes_one_rtt") else {
+        return;
+    };
     let lab = Lab::start(symmetric_rtt(ms(60))).unwrap();
     let ip = lab.server_ip();
     let listener = lab.in_server(|| TcpListener::bind((ip, 0))).unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || (0..7).map(|_| listener.accept().unwrap().0).collect::<Vec<_>>());
+    let server = std::thread::spawn(move || {
+        (0..7)
+            .map(|_| listener.accept().unwrap().0)
+            .collect::<Vec<_>>()
+    });
     let mut times = Vec::new();
     for _ in 0..7 {
         let (elapsed, _stream) = lab.in_client(|| {
@@ -72,10 +81,18 @@ fn tcp_connect_takes_one_rtt() {
 
 #[test]
 fn asymmetric_delays_add_up_to_the_rtt() {
-    let Some(_guard) = lab_or_skip("asymmetric_delays_add_up_to_the_rtt") else { return };
+    let Some(_guard) = lab_or_skip("asymmetric_delays_add_up_to_the_rtt") else {
+        return;
+    };
     let cfg = LabConfig {
-        client_to_server: LinkConfig { delay: ms(10), ..Default::default() },
-        server_to_client: LinkConfig { delay: ms(40), ..Default::default() },
+        client_to_server: LinkConfig {
+            delay: ms(10),
+            ..Default::default()
+        },
+        server_to_client: LinkConfig {
+            delay: ms(40),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let lab = Lab::start(cfg).unwrap();
@@ -83,8 +100,12 @@ fn asymmetric_delays_add_up_to_the_rtt() {
     let server = lab.in_server(|| UdpSocket::bind((ip, 0))).unwrap();
     let to = server.local_addr().unwrap();
     let client = lab.in_client(|| UdpSocket::bind("0.0.0.0:0")).unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let mut buf = [0u8; 16];
     let mut rtts = Vec::new();
     for _ in 0..5 {
@@ -95,7 +116,10 @@ fn asymmetric_delays_add_up_to_the_rtt() {
         server.send_to(b"y", from).unwrap();
         client.recv_from(&mut buf).unwrap();
         rtts.push(t.elapsed().as_secs_f64() * 1e3);
-        assert!(one_way >= ms(10) && one_way < ms(13), "up one-way {one_way:?}");
+        assert!(
+            one_way >= ms(10) && one_way < ms(13),
+            "up one-way {one_way:?}"
+        );
     }
     let m = median(rtts);
     assert!((50.0..52.0).contains(&m), "RTT {m} ms for 10 + 40 ms");
@@ -138,7 +162,11 @@ fn numbered_udp_run(seed: u64, n: u32) -> (Received, proto::lab::LinkCounters) {
         reorder_delay: ms(5),
         ..Default::default()
     };
-    let lab = Lab::start(LabConfig { seed, ..LabConfig::symmetric(link) }).unwrap();
+    let lab = Lab::start(LabConfig {
+        seed,
+        ..LabConfig::symmetric(link)
+    })
+    .unwrap();
     let ip = lab.server_ip();
     let server = lab.in_server(|| UdpSocket::bind((ip, 0))).unwrap();
     let to = server.local_addr().unwrap();
@@ -162,15 +190,26 @@ fn numbered_udp_run(seed: u64, n: u32) -> (Received, proto::lab::LinkCounters) {
 
 #[test]
 fn udp_loss_duplication_and_reordering_match_the_counters_exactly() {
-    let Some(_guard) = lab_or_skip("udp_loss_duplication_and_reordering_match_the_counters_exactly") else {
+    let Some(_guard) =
+        lab_or_skip("udp_loss_duplication_and_reordering_match_the_counters_exactly")
+    else {
         return;
     };
     let n = 3000;
     let (r, c) = numbered_udp_run(42, n);
     let up = c.client_to_server;
-    eprintln!("received {} unique, {} dups, {} late; counters {up:?}", r.unique.len(), r.duplicates, r.late);
+    eprintln!(
+        "received {} unique, {} dups, {} late; counters {up:?}",
+        r.unique.len(),
+        r.duplicates,
+        r.late
+    );
     assert_eq!(up.packets, n as u64, "only our datagrams crossed the link");
-    assert_eq!(up.dropped_loss, n as u64 - r.unique.len() as u64, "lost = sent - received");
+    assert_eq!(
+        up.dropped_loss,
+        n as u64 - r.unique.len() as u64,
+        "lost = sent - received"
+    );
     assert_eq!(up.duplicated, r.duplicates);
     assert_eq!(up.reordered, r.late);
     assert_eq!(up.delivered_packets, r.order.len() as u64);
@@ -183,14 +222,19 @@ fn udp_loss_duplication_and_reordering_match_the_counters_exactly() {
     // ...and the same seed loses and duplicates the same datagrams.
     let (r2, c2) = numbered_udp_run(42, n);
     assert_eq!(r.unique, r2.unique);
-    assert_eq!(c.client_to_server.duplicated, c2.client_to_server.duplicated);
+    assert_eq!(
+        c.client_to_server.duplicated,
+        c2.client_to_server.duplicated
+    );
     let (r3, _) = numbered_udp_run(43, n);
     assert_ne!(r.unique, r3.unique, "another seed loses other datagrams");
 }
 
 #[test]
 fn rate_limit_and_drop_tail_queue() {
-    let Some(_guard) = lab_or_skip("rate_limit_and_drop_tail_queue") else { return };
+    let Some(_guard) = lab_or_skip("rate_limit_and_drop_tail_queue") else {
+        return;
+    };
     let rate = 20_000_000u64; // 20 Mbit/s
     let queue = 50;
     let cfg = LabConfig {
@@ -239,7 +283,10 @@ fn rate_limit_and_drop_tail_queue() {
     // n packets arrive over (n - 1) transmission times.
     let measured = (count - 1) as f64 * IP_SIZE as f64 * 8.0 / (last - first).as_secs_f64();
     eprintln!("rate {measured:.0} bit/s for {rate}; {c:?}");
-    assert!((measured / rate as f64 - 1.0).abs() < 0.03, "measured {measured:.0} bit/s");
+    assert!(
+        (measured / rate as f64 - 1.0).abs() < 0.03,
+        "measured {measured:.0} bit/s"
+    );
     assert_eq!(c.packets, sent as u64);
     assert_eq!(c.delivered_packets, count);
     assert!(c.dropped_queue > 0, "an overloaded drop-tail queue drops");
@@ -249,9 +296,14 @@ fn rate_limit_and_drop_tail_queue() {
 
 #[test]
 fn pcap_parses_back_and_shows_the_handshake_rtt() {
-    let Some(_guard) = lab_or_skip("pcap_parses_back_and_shows_the_handshake_rtt") else { return };
+    let Some(_guard) = lab_or_skip("pcap_parses_back_and_shows_the_handshake_rtt") else {
+        return;
+    };
     let path = std::env::temp_dir().join(format!("proto-lab-test-{}.pcap", std::process::id()));
-    let cfg = LabConfig { pcap: Some(path.clone()), ..symmetric_rtt(ms(60)) };
+    let cfg = LabConfig {
+        pcap: Some(path.clone()),
+        ..symmetric_rtt(ms(60))
+    };
     let lab = Lab::start(cfg).unwrap();
     let ip = lab.server_ip();
     let listener = lab.in_server(|| TcpListener::bind((ip, 0))).unwrap();
@@ -282,19 +334,39 @@ fn pcap_parses_back_and_shows_the_handshake_rtt() {
         assert_eq!(p[0] >> 4, 4, "IPv4");
         assert_eq!(p[9], 6, "TCP");
         let ihl = (p[0] & 0x0f) as usize * 4;
-        (u16::from_be_bytes([p[ihl], p[ihl + 1]]), u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]), p[ihl + 13])
+        (
+            u16::from_be_bytes([p[ihl], p[ihl + 1]]),
+            u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]),
+            p[ihl + 13],
+        )
     };
     let (_, dst, flags) = tcp_flags(&cap.records[0].data);
     assert_eq!((dst, flags & 0x12), (port, 0x02), "first packet is the SYN");
     let (src, _, flags) = tcp_flags(&cap.records[1].data);
-    assert_eq!((src, flags & 0x12), (port, 0x12), "second packet is the SYN-ACK");
+    assert_eq!(
+        (src, flags & 0x12),
+        (port, 0x12),
+        "second packet is the SYN-ACK"
+    );
     let rtt = (cap.records[1].ts_nanos - cap.records[0].ts_nanos) as f64 / 1e6;
     assert!((59.9..62.0).contains(&rtt), "SYN → SYN-ACK {rtt} ms");
-    assert!(cap.records.windows(2).all(|w| w[0].ts_nanos <= w[1].ts_nanos));
+    assert!(cap
+        .records
+        .windows(2)
+        .all(|w| w[0].ts_nanos <= w[1].ts_nanos));
 
     // tcpdump, when installed, reads it too.
-    if let Ok(out) = Command::new("tcpdump").arg("-nn").arg("-r").arg(&path).output() {
-        assert!(out.status.success(), "tcpdump: {}", String::from_utf8_lossy(&out.stderr));
+    if let Ok(out) = Command::new("tcpdump")
+        .arg("-nn")
+        .arg("-r")
+        .arg(&path)
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "tcpdump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Flags [S]"), "{text}");
         assert_eq!(text.lines().count() as u64, expected);
@@ -310,11 +382,17 @@ fn proto() -> Command {
 
 /// Processes whose command line contains `marker`.
 fn processes_with(marker: &str) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(marker))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(marker)
+                })
                 .unwrap_or(false)
         })
         .collect()
@@ -369,7 +447,11 @@ fn assert_no_process_with(marker: &str) {
     while !processes_with(marker).is_empty() && start.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(ms(10));
     }
-    assert_eq!(processes_with(marker), Vec::<i32>::new(), "processes left behind");
+    assert_eq!(
+        processes_with(marker),
+        Vec::<i32>::new(),
+        "processes left behind"
+    );
 }
 
 fn assert_no_new_namespaces(before: &(HashSet<String>, usize)) {
@@ -381,7 +463,8 @@ fn assert_no_new_namespaces(before: &(HashSet<String>, usize)) {
 
 #[test]
 fn binary_propagates_the_exit_code_and_leaves_nothing_behind() {
-    let Some(_guard) = lab_or_skip("binary_propagates_the_exit_code_and_leaves_nothing_behind") else {
+    let Some(_guard) = lab_or_skip("binary_propagates_the_exit_code_and_leaves_nothing_behind")
+    else {
         return;
     };
     let before = network_namespaces();
@@ -389,7 +472,9 @@ fn binary_propagates_the_exit_code_and_leaves_nothing_behind() {
     // A background job that outlives the shell must be cleaned up too.
     let out = proto()
         .args(["lab", "--rtt", "60ms", "--", "sh", "-c"])
-        .arg(format!("test -n \"$PROTO_LAB_SERVER\" || exit 99; sleep {marker} & exit 7"))
+        .arg(format!(
+            "test -n \"$PROTO_LAB_SERVER\" || exit 99; sleep {marker} & exit 7"
+        ))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -401,33 +486,58 @@ fn binary_propagates_the_exit_code_and_leaves_nothing_behind() {
 
 #[test]
 fn binary_runs_the_default_echo_server_and_prints_json() {
-    let Some(_guard) = lab_or_skip("binary_runs_the_default_echo_server_and_prints_json") else { return };
+    let Some(_guard) = lab_or_skip("binary_runs_the_default_echo_server_and_prints_json") else {
+        return;
+    };
     let out = proto()
         .args(["lab", "--rtt", "20ms", "--json", "--", "bash", "-c"])
         .arg("exec 3<>/dev/tcp/$PROTO_LAB_SERVER/8081; echo hello >&3; head -c 6 <&3")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.starts_with("HELLO\n"), "{stdout}");
     let json = &stdout[stdout.find('{').unwrap()..];
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    assert!(v["client_to_server"]["packets"].as_u64().unwrap() >= 3, "{v}");
-    assert!(v["server_to_client"]["delivered_bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["client_to_server"]["packets"].as_u64().unwrap() >= 3,
+        "{v}"
+    );
+    assert!(
+        v["server_to_client"]["delivered_bytes"].as_u64().unwrap() > 0,
+        "{v}"
+    );
 }
 
 #[test]
 fn binary_server_command_runs_in_the_server_namespace() {
-    let Some(_guard) = lab_or_skip("binary_server_command_runs_in_the_server_namespace") else { return };
+    let Some(_guard) = lab_or_skip("binary_server_command_runs_in_the_server_namespace") else {
+        return;
+    };
     let marker = "1000.321";
     let out = proto()
         .args(["lab", "--delay", "5ms", "--server"])
-        .arg(format!("nc -l -p 9000 -s $PROTO_LAB_SERVER > /dev/null; sleep {marker}"))
-        .args(["--", "sh", "-c", "echo hi | nc -q 0 $PROTO_LAB_SERVER 9000 && echo sent"])
+        .arg(format!(
+            "nc -l -p 9000 -s $PROTO_LAB_SERVER > /dev/null; sleep {marker}"
+        ))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo hi | nc -q 0 $PROTO_LAB_SERVER 9000 && echo sent",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("sent"), "{stdout}");
     assert_no_process_with(marker);
 }
@@ -443,7 +553,9 @@ fn signal_test(signal: i32, expected_code: i32) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line, "ready\n");
     // Wait until the sleep is really running, then signal proto only.
     let start = Instant::now();
@@ -460,19 +572,25 @@ fn signal_test(signal: i32, expected_code: i32) {
 
 #[test]
 fn sigint_kills_the_command_and_tears_down() {
-    let Some(_guard) = lab_or_skip("sigint_kills_the_command_and_tears_down") else { return };
+    let Some(_guard) = lab_or_skip("sigint_kills_the_command_and_tears_down") else {
+        return;
+    };
     signal_test(libc::SIGINT, 130);
 }
 
 #[test]
 fn sigterm_kills_the_command_and_tears_down() {
-    let Some(_guard) = lab_or_skip("sigterm_kills_the_command_and_tears_down") else { return };
+    let Some(_guard) = lab_or_skip("sigterm_kills_the_command_and_tears_down") else {
+        return;
+    };
     signal_test(libc::SIGTERM, 143);
 }
 
 #[test]
 fn a_panic_inside_proto_leaves_nothing_behind() {
-    let Some(_guard) = lab_or_skip("a_panic_inside_proto_leaves_nothing_behind") else { return };
+    let Some(_guard) = lab_or_skip("a_panic_inside_proto_leaves_nothing_behind") else {
+        return;
+    };
     let before = network_namespaces();
     let marker = "1000.789";
     let mut child = proto()
@@ -483,7 +601,12 @@ fn a_panic_inside_proto_leaves_nothing_behind() {
         .unwrap();
     let status = wait_with_timeout(&mut child, Duration::from_secs(10));
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert_eq!(status.code(), Some(101), "{stderr}");
     assert!(stderr.contains("PROTO_LAB_TEST_PANIC"), "{stderr}");
     assert_no_process_with(marker);
@@ -504,7 +627,10 @@ fn without_privileges_proto_says_what_is_missing() {
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("CAP_NET_ADMIN") && stderr.contains("sudo"), "{stderr}");
+    assert!(
+        stderr.contains("CAP_NET_ADMIN") && stderr.contains("sudo"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(5));
 }

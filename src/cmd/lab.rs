@@ -74,21 +74,31 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         banner_config.mtu,
         banner_config.seed
     );
-    eprintln!("  up   client→server: {}", describe(&banner_config.client_to_server));
-    eprintln!("  down server→client: {}", describe(&banner_config.server_to_client));
+    eprintln!(
+        "  up   client→server: {}",
+        describe(&banner_config.client_to_server)
+    );
+    eprintln!(
+        "  down server→client: {}",
+        describe(&banner_config.server_to_client)
+    );
 
     let shutdown = CancellationToken::new();
     let mut server = start_server(&lab, args.server.as_deref(), shutdown.clone()).await?;
 
     let (program, program_args) = match args.command.split_first() {
         Some((p, rest)) => (p.clone(), rest.to_vec()),
-        None => (std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()), Vec::new()),
+        None => (
+            std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()),
+            Vec::new(),
+        ),
     };
     let mut cmd = Command::new(&program);
     cmd.args(&program_args)
         .env("PROTO_LAB_SERVER", lab.server_ip().to_string())
         .env("PROTO_LAB_CLIENT", lab.client_ip().to_string());
-    let mut client = NsChild::spawn(lab.client_ns(), cmd).with_context(|| format!("starting {program:?}"))?;
+    let mut client =
+        NsChild::spawn(lab.client_ns(), cmd).with_context(|| format!("starting {program:?}"))?;
 
     if std::env::var_os("PROTO_LAB_TEST_PANIC").is_some() {
         // Lets the tests check that a bug in proto leaves nothing behind.
@@ -102,17 +112,25 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     };
     let status = match status {
         Some(s) => s,
-        None => client.terminate(Duration::from_secs(2)).await.context("stopping COMMAND")?,
+        None => client
+            .terminate(Duration::from_secs(2))
+            .await
+            .context("stopping COMMAND")?,
     };
 
     shutdown.cancel();
     server.stop().await;
     child::kill_orphans(&[]);
-    let counters = tokio::task::spawn_blocking(move || lab.shutdown()).await.context("tearing down the lab")?;
+    let counters = tokio::task::spawn_blocking(move || lab.shutdown())
+        .await
+        .context("tearing down the lab")?;
 
     eprint!("{}", counters_table(&counters));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&counters).context("encoding counters")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&counters).context("encoding counters")?
+        );
     }
     let code = match signalled {
         Some(sig) => 128 + sig as u8,
@@ -150,11 +168,18 @@ impl ServerSide {
     }
 }
 
-async fn start_server(lab: &Lab, command: Option<&str>, shutdown: CancellationToken) -> anyhow::Result<ServerSide> {
+async fn start_server(
+    lab: &Lab,
+    command: Option<&str>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ServerSide> {
     match command {
         None => {
             let tasks = start_default_server(lab, shutdown).await?;
-            eprintln!("  server: proto's echo servers on {}:8081 (TCP and UDP)", lab.server_ip());
+            eprintln!(
+                "  server: proto's echo servers on {}:8081 (TCP and UDP)",
+                lab.server_ip()
+            );
             Ok(ServerSide::InProcess(tasks))
         }
         Some(cmd_line) => {
@@ -163,8 +188,8 @@ async fn start_server(lab: &Lab, command: Option<&str>, shutdown: CancellationTo
                 .arg(cmd_line)
                 .env("PROTO_LAB_SERVER", lab.server_ip().to_string())
                 .env("PROTO_LAB_CLIENT", lab.client_ip().to_string());
-            let mut child =
-                NsChild::spawn(lab.server_ns(), cmd).with_context(|| format!("starting the server {cmd_line:?}"))?;
+            let mut child = NsChild::spawn(lab.server_ns(), cmd)
+                .with_context(|| format!("starting the server {cmd_line:?}"))?;
             eprintln!("  server: {cmd_line}");
             wait_for_listener(lab, &mut child, Duration::from_secs(5)).await?;
             Ok(ServerSide::Command(child))
@@ -180,11 +205,14 @@ async fn wait_for_listener(lab: &Lab, child: &mut NsChild, limit: Duration) -> a
         if lab.in_server(server_has_socket) {
             return Ok(());
         }
-        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_millis(10), child.wait()).await {
+        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_millis(10), child.wait()).await
+        {
             bail!("the server command exited ({status}) before listening on any port");
         }
         if start.elapsed() > limit {
-            eprintln!("  (server has no listening socket after {limit:?}; starting COMMAND anyway)");
+            eprintln!(
+                "  (server has no listening socket after {limit:?}; starting COMMAND anyway)"
+            );
             return Ok(());
         }
     }
@@ -193,7 +221,9 @@ async fn wait_for_listener(lab: &Lab, child: &mut NsChild, limit: Duration) -> a
 /// Reads this thread's namespace's socket tables: a TCP socket in state 0A
 /// (LISTEN) or any UDP socket.
 fn server_has_socket() -> bool {
-    let table = |name: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{name}")).unwrap_or_default();
+    let table = |name: &str| {
+        std::fs::read_to_string(format!("/proc/thread-self/net/{name}")).unwrap_or_default()
+    };
     let tcp_listen = table("tcp")
         .lines()
         .chain(table("tcp6").lines())
@@ -208,7 +238,10 @@ fn server_has_socket() -> bool {
 // 8081, 8443) inside lab.in_server, then crate::server::run(listeners,
 // ServerConfig::quiet_default()?, shutdown)); until then a minimal TCP+UDP
 // uppercase echo on port 8081.
-async fn start_default_server(lab: &Lab, shutdown: CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
+async fn start_default_server(
+    lab: &Lab,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let ip = lab.server_ip();
     let (tcp, udp) = lab
         .in_server(|| -> io::Result<_> {
@@ -271,7 +304,11 @@ pub fn counters_table(c: &LinkCounters) -> String {
     let rows: [(&str, u64, u64); 11] = [
         ("packets sent into the link", u.packets, d.packets),
         ("bytes sent into the link", u.bytes, d.bytes),
-        ("packets delivered", u.delivered_packets, d.delivered_packets),
+        (
+            "packets delivered",
+            u.delivered_packets,
+            d.delivered_packets,
+        ),
         ("bytes delivered", u.delivered_bytes, d.delivered_bytes),
         ("dropped by loss", u.dropped_loss, d.dropped_loss),
         ("dropped by full queue", u.dropped_queue, d.dropped_queue),
@@ -281,7 +318,10 @@ pub fn counters_table(c: &LinkCounters) -> String {
         ("in flight at exit", u.in_flight, d.in_flight),
         ("write errors", u.write_errors, d.write_errors),
     ];
-    let mut out = format!("{:<28} {:>14} {:>14}\n", "link counters", "client→server", "server→client");
+    let mut out = format!(
+        "{:<28} {:>14} {:>14}\n",
+        "link counters", "client→server", "server→client"
+    );
     for (name, up, down) in rows {
         if name == "write errors" && up == 0 && down == 0 {
             continue;

@@ -32,7 +32,12 @@ pub struct LinkArgs {
     pub rate: Option<u64>,
     /// Bottleneck buffer in packets (drop-tail: arrivals to a full queue are
     /// dropped). Only used with --rate.
-    #[arg(long, value_name = "PACKETS", default_value_t = 100, help_heading = "Link")]
+    #[arg(
+        long,
+        value_name = "PACKETS",
+        default_value_t = 100,
+        help_heading = "Link"
+    )]
     pub queue: usize,
     /// Share of packets held back so later packets overtake them, e.g. 1%.
     #[arg(long, value_parser = parse_percent, help_heading = "Link")]
@@ -70,9 +75,17 @@ pub struct LinkArgs {
     pub up_rate: Option<u64>,
     #[arg(long, value_parser = parse_rate, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub down_rate: Option<u64>,
-    #[arg(long, value_name = "PACKETS", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    #[arg(
+        long,
+        value_name = "PACKETS",
+        help_heading = "Asymmetric link (up = client→server, down = server→client)"
+    )]
     pub up_queue: Option<usize>,
-    #[arg(long, value_name = "PACKETS", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    #[arg(
+        long,
+        value_name = "PACKETS",
+        help_heading = "Asymmetric link (up = client→server, down = server→client)"
+    )]
     pub down_queue: Option<usize>,
     #[arg(long, value_parser = parse_percent, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub up_reorder: Option<f64>,
@@ -104,7 +117,10 @@ impl LinkArgs {
             (None, None) => Duration::ZERO,
         };
         if let Some(b) = self.loss_burst {
-            anyhow::ensure!(b >= 1.0, "--loss-burst is a mean burst length in packets and must be at least 1");
+            anyhow::ensure!(
+                b >= 1.0,
+                "--loss-burst is a mean burst length in packets and must be at least 1"
+            );
         }
         let up = Overrides {
             delay: self.up_delay,
@@ -162,17 +178,34 @@ pub fn describe(link: &LinkConfig) -> String {
     match link.loss {
         LossModel::None => {}
         LossModel::Random { p } => parts.push(format!("loss {}%", p * 100.0)),
-        LossModel::GilbertElliott { p_good_to_bad, p_bad_to_good, loss_in_good, loss_in_bad } => {
+        LossModel::GilbertElliott {
+            p_good_to_bad,
+            p_bad_to_good,
+            loss_in_good,
+            loss_in_bad,
+        } => {
             let bad = p_good_to_bad / (p_good_to_bad + p_bad_to_good);
             let mean = bad * loss_in_bad + (1.0 - bad) * loss_in_good;
-            parts.push(format!("loss {:.3}% in bursts of {:.1}", mean * 100.0, 1.0 / p_bad_to_good))
+            parts.push(format!(
+                "loss {:.3}% in bursts of {:.1}",
+                mean * 100.0,
+                1.0 / p_bad_to_good
+            ))
         }
     }
     if let Some(r) = link.rate_bps {
-        parts.push(format!("rate {}, queue {} packets", fmt_rate(r), link.queue_packets));
+        parts.push(format!(
+            "rate {}, queue {} packets",
+            fmt_rate(r),
+            link.queue_packets
+        ));
     }
     if link.reorder > 0.0 {
-        parts.push(format!("reorder {}% (+{})", link.reorder * 100.0, fmt_duration(link.reorder_delay)));
+        parts.push(format!(
+            "reorder {}% (+{})",
+            link.reorder * 100.0,
+            fmt_duration(link.reorder_delay)
+        ));
     }
     if link.duplicate > 0.0 {
         parts.push(format!("duplicate {}%", link.duplicate * 100.0));
@@ -209,9 +242,13 @@ pub fn fmt_rate(bps: u64) -> String {
 /// Split "12.5ms" into (12.5, "ms").
 fn number_and_unit(s: &str) -> Result<(f64, String), String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("{s:?}: expected a number followed by a unit"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number followed by a unit"))?;
     if !value.is_finite() || value < 0.0 {
         return Err(format!("{s:?}: must be a non-negative number"));
     }
@@ -229,7 +266,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => v * 60.0,
         "" if v == 0.0 => 0.0,
         "" => return Err(format!("{s:?}: add a unit, e.g. {v}ms")),
-        u => return Err(format!("{s:?}: unknown time unit {u:?} (use ns, us, ms, s, m)")),
+        u => {
+            return Err(format!(
+                "{s:?}: unknown time unit {u:?} (use ns, us, ms, s, m)"
+            ))
+        }
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
@@ -244,10 +285,14 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         "k" | "kbit" | "kbit/s" => 1e3,
         "m" | "mbit" | "mbit/s" => 1e6,
         "g" | "gbit" | "gbit/s" => 1e9,
-        u => return Err(format!("{s:?}: unknown rate unit {u:?} (use kbit, mbit, gbit)")),
+        u => {
+            return Err(format!(
+                "{s:?}: unknown rate unit {u:?} (use kbit, mbit, gbit)"
+            ))
+        }
     };
     let bps = (v * mult).round();
-    if bps < 1.0 || bps > 1e12 {
+    if !(1.0..=1e12).contains(&bps) {
         return Err(format!("{s:?}: rate must be between 1 bit/s and 1000 gbit"));
     }
     Ok(bps as u64)
@@ -257,7 +302,9 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
 pub fn parse_percent(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let t = t.strip_suffix('%').unwrap_or(t).trim();
-    let v: f64 = t.parse().map_err(|_| format!("{s:?}: expected a percentage like 2%"))?;
+    let v: f64 = t
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a percentage like 2%"))?;
     if !(0.0..=100.0).contains(&v) {
         return Err(format!("{s:?}: must be between 0% and 100%"));
     }
@@ -323,7 +370,16 @@ mod tests {
 
     #[test]
     fn asymmetric_overrides() {
-        let c = config(&["--rtt", "100ms", "--down-rate", "10mbit", "--up-delay", "10ms", "--loss", "1%"]);
+        let c = config(&[
+            "--rtt",
+            "100ms",
+            "--down-rate",
+            "10mbit",
+            "--up-delay",
+            "10ms",
+            "--loss",
+            "1%",
+        ]);
         assert_eq!(c.client_to_server.delay, Duration::from_millis(10));
         assert_eq!(c.server_to_client.delay, Duration::from_millis(50));
         assert_eq!(c.server_to_client.rate_bps, Some(10_000_000));
@@ -334,7 +390,10 @@ mod tests {
     #[test]
     fn burst_loss_builds_gilbert_elliott() {
         let c = config(&["--loss", "2%", "--loss-burst", "4"]);
-        assert!(matches!(c.client_to_server.loss, LossModel::GilbertElliott { .. }));
+        assert!(matches!(
+            c.client_to_server.loss,
+            LossModel::GilbertElliott { .. }
+        ));
         assert!(describe(&c.client_to_server).contains("bursts of 4.0"));
     }
 

@@ -40,7 +40,14 @@ impl NsChild {
         // makes async-signal-safe syscalls (prctl, getppid).
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 // proto died between fork and prctl: do not run orphaned.
@@ -55,22 +62,31 @@ impl NsChild {
         let (status_tx, status_rx) = oneshot::channel();
         let exited = Arc::new(AtomicBool::new(false));
         let exited2 = exited.clone();
-        std::thread::Builder::new().name("lab-child".into()).spawn(move || {
-            let spawned = ns_fd.enter().and_then(|()| cmd.spawn());
-            let mut child = match spawned {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = pid_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = pid_tx.send(Ok(child.id() as i32));
-            let status = child.wait();
-            exited2.store(true, Ordering::SeqCst);
-            let _ = status_tx.send(status);
-        })?;
-        let pid = pid_rx.recv().map_err(|_| io::Error::other("child keeper thread died"))??;
-        Ok(NsChild { pid, exited, status: Some(status_rx), result: None })
+        std::thread::Builder::new()
+            .name("lab-child".into())
+            .spawn(move || {
+                let spawned = ns_fd.enter().and_then(|()| cmd.spawn());
+                let mut child = match spawned {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = pid_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = pid_tx.send(Ok(child.id() as i32));
+                let status = child.wait();
+                exited2.store(true, Ordering::SeqCst);
+                let _ = status_tx.send(status);
+            })?;
+        let pid = pid_rx
+            .recv()
+            .map_err(|_| io::Error::other("child keeper thread died"))??;
+        Ok(NsChild {
+            pid,
+            exited,
+            status: Some(status_rx),
+            result: None,
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -82,8 +98,13 @@ impl NsChild {
         if let Some(s) = self.result {
             return Ok(s);
         }
-        let rx = self.status.as_mut().ok_or_else(|| io::Error::other("child already waited for"))?;
-        let status = rx.await.map_err(|_| io::Error::other("child keeper thread died"))??;
+        let rx = self
+            .status
+            .as_mut()
+            .ok_or_else(|| io::Error::other("child already waited for"))?;
+        let status = rx
+            .await
+            .map_err(|_| io::Error::other("child keeper thread died"))??;
         self.status = None;
         self.result = Some(status);
         Ok(status)
@@ -145,7 +166,10 @@ pub fn kill_orphans(keep: &[i32]) -> usize {
     let mut killed = 0;
     // Repeat: killing one may orphan its own children onto us.
     for _ in 0..5 {
-        let victims: Vec<i32> = children_of(me).into_iter().filter(|p| !keep.contains(p)).collect();
+        let victims: Vec<i32> = children_of(me)
+            .into_iter()
+            .filter(|p| !keep.contains(p))
+            .collect();
         if victims.is_empty() {
             break;
         }
@@ -163,14 +187,19 @@ pub fn kill_orphans(keep: &[i32]) -> usize {
 
 /// Pids whose parent is `parent`, from /proc/<pid>/stat.
 fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
                 // Format: "pid (comm) state ppid ...": comm may contain spaces
                 // and parentheses, so parse after the last ')'.
-                .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok()))
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+                })
                 == Some(parent)
         })
         .collect()

@@ -39,7 +39,10 @@ const SPIN_IDLE_US: u64 = 100;
 
 /// A tuning constant, overridable from the environment for experiments.
 fn tuning_micros(var: &str, default: u64) -> Duration {
-    let us = std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let us = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
     Duration::from_micros(us)
 }
 
@@ -97,7 +100,9 @@ impl Eq for Parked {}
 
 /// Start the thread; it returns the final counters when stopped.
 pub fn spawn(dir: Direction) -> io::Result<JoinHandle<DirectionCounters>> {
-    std::thread::Builder::new().name(dir.name.clone()).spawn(move || run(dir))
+    std::thread::Builder::new()
+        .name(dir.name.clone())
+        .spawn(move || run(dir))
 }
 
 fn run(mut d: Direction) -> DirectionCounters {
@@ -143,14 +148,26 @@ fn run(mut d: Direction) -> DirectionCounters {
             if let Some(copy_at) = copy_at {
                 let mut copy = pool.pop().unwrap_or_else(|| vec![0u8; buf_len]);
                 copy[..len].copy_from_slice(&buf[..len]);
-                heap.push(Parked { at: copy_at, seq: arrival.seq, is_copy: true, buf: copy, len });
+                heap.push(Parked {
+                    at: copy_at,
+                    seq: arrival.seq,
+                    is_copy: true,
+                    buf: copy,
+                    len,
+                });
             }
             if at <= now && heap.is_empty() {
                 // Nothing scheduled ahead of it: straight through.
                 deliver(&mut d, output, arrival.seq, false, &buf[..len]);
                 pool.push(buf);
             } else {
-                heap.push(Parked { at, seq: arrival.seq, is_copy: false, buf, len });
+                heap.push(Parked {
+                    at,
+                    seq: arrival.seq,
+                    is_copy: false,
+                    buf,
+                    len,
+                });
             }
         }
 
@@ -179,7 +196,10 @@ fn run(mut d: Direction) -> DirectionCounters {
         let timeout = if read_full_batch || now < last_activity + spin_idle {
             Some(Duration::ZERO)
         } else {
-            heap.peek().map(|p| p.at.saturating_duration_since(now).saturating_sub(spin_ahead))
+            heap.peek().map(|p| {
+                p.at.saturating_duration_since(now)
+                    .saturating_sub(spin_ahead)
+            })
         };
         match wait(input, d.stop.as_raw_fd(), timeout) {
             Ok(true) => break,
@@ -226,14 +246,24 @@ fn capture(d: &Direction, point: CapturePoint, packet: &[u8]) {
 /// ppoll on the input and the stop eventfd. Ok(true) means "stop".
 fn wait(input: RawFd, stop: RawFd, timeout: Option<Duration>) -> io::Result<bool> {
     let mut fds = [
-        libc::pollfd { fd: input, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: stop, events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: input,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop,
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     let ts = timeout.map(|t| libc::timespec {
         tv_sec: t.as_secs() as libc::time_t,
         tv_nsec: t.subsec_nanos() as libc::c_long,
     });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: fds is a valid array of 2 pollfd; ts_ptr is null or points to
     // a timespec that lives until the call returns; no signal mask change.
     let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, ts_ptr, std::ptr::null()) };

@@ -84,7 +84,11 @@ impl Default for LabConfig {
 impl LabConfig {
     /// The same link both ways.
     pub fn symmetric(link: LinkConfig) -> LabConfig {
-        LabConfig { client_to_server: link.clone(), server_to_client: link, ..Default::default() }
+        LabConfig {
+            client_to_server: link.clone(),
+            server_to_client: link,
+            ..Default::default()
+        }
     }
 }
 
@@ -177,15 +181,24 @@ impl Lab {
     /// the forwarder threads.
     pub fn start(config: LabConfig) -> Result<Lab, LabError> {
         Self::check_available()?;
-        for (dir, link) in [("client→server", &config.client_to_server), ("server→client", &config.server_to_client)] {
-            link.validate().map_err(|e| LabError::Config(format!("{dir}: {e}")))?;
+        for (dir, link) in [
+            ("client→server", &config.client_to_server),
+            ("server→client", &config.server_to_client),
+        ] {
+            link.validate()
+                .map_err(|e| LabError::Config(format!("{dir}: {e}")))?;
         }
         if !(68..=65535).contains(&config.mtu) {
-            return Err(LabError::Config(format!("MTU {} is outside 68..=65535", config.mtu)));
+            return Err(LabError::Config(format!(
+                "MTU {} is outside 68..=65535",
+                config.mtu
+            )));
         }
 
-        let client_ns = NetNs::create().map_err(unavailable_or("creating the client network namespace"))?;
-        let server_ns = NetNs::create().map_err(unavailable_or("creating the server network namespace"))?;
+        let client_ns =
+            NetNs::create().map_err(unavailable_or("creating the client network namespace"))?;
+        let server_ns =
+            NetNs::create().map_err(unavailable_or("creating the server network namespace"))?;
         let client_tun = host_setup(&client_ns, CLIENT_IF, CLIENT_IP, SERVER_IP, config.mtu)?;
         let server_tun = host_setup(&server_ns, SERVER_IF, SERVER_IP, CLIENT_IP, config.mtu)?;
         let client_tun = Arc::new(client_tun.fd);
@@ -194,9 +207,13 @@ impl Lab {
         let pcap = match &config.pcap {
             None => None,
             Some(path) => {
-                let file = File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
-                let w = pcap::PcapWriter::new(BufWriter::with_capacity(1 << 20, file), config.mtu.max(1500))
-                    .map_err(io_err("writing the pcap header"))?;
+                let file =
+                    File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
+                let w = pcap::PcapWriter::new(
+                    BufWriter::with_capacity(1 << 20, file),
+                    config.mtu.max(1500),
+                )
+                .map_err(io_err("writing the pcap header"))?;
                 Some(Arc::new(Mutex::new(w)))
             }
         };
@@ -240,7 +257,8 @@ impl Lab {
         ];
         for d in directions {
             // On error `lab` is dropped, which stops the threads already started.
-            lab.threads.push(forwarder::spawn(d).map_err(io_err("starting a forwarder thread"))?);
+            lab.threads
+                .push(forwarder::spawn(d).map_err(io_err("starting a forwarder thread"))?);
         }
         Ok(lab)
     }
@@ -284,7 +302,10 @@ impl Lab {
             return c;
         }
         let get = |m: &Mutex<DirectionCounters>| m.lock().map(|c| *c).unwrap_or_default();
-        LinkCounters { client_to_server: get(&self.up), server_to_client: get(&self.down) }
+        LinkCounters {
+            client_to_server: get(&self.up),
+            server_to_client: get(&self.down),
+        }
     }
 
     /// Stop the link and return the final counters. The namespaces and
@@ -304,7 +325,10 @@ impl Lab {
             finals.push(t.join().unwrap_or_default());
         }
         if let [up, down] = finals[..] {
-            self.final_counters = Some(LinkCounters { client_to_server: up, server_to_client: down });
+            self.final_counters = Some(LinkCounters {
+                client_to_server: up,
+                server_to_client: down,
+            });
         }
     }
 }
@@ -328,16 +352,28 @@ fn run_in<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
 fn unavailable_or(context: &'static str) -> impl FnOnce(io::Error) -> LabError {
     move |e| {
         if e.kind() == io::ErrorKind::PermissionDenied {
-            LabError::Unavailable { what: format!("permission for {context} ({e})"), how_to_fix: SUDO_HINT.into() }
+            LabError::Unavailable {
+                what: format!("permission for {context} ({e})"),
+                how_to_fix: SUDO_HINT.into(),
+            }
         } else {
-            LabError::Io { context: context.into(), source: e }
+            LabError::Io {
+                context: context.into(),
+                source: e,
+            }
         }
     }
 }
 
 /// Inside `ns`: no IPv6 chatter (router solicitations would otherwise cross
 /// the link and the counters), `lo` up, and a configured TUN device.
-fn host_setup(ns: &NetNs, name: &str, local: Ipv4Addr, peer: Ipv4Addr, mtu: u32) -> Result<tun::Tun, LabError> {
+fn host_setup(
+    ns: &NetNs,
+    name: &str,
+    local: Ipv4Addr,
+    peer: Ipv4Addr,
+    mtu: u32,
+) -> Result<tun::Tun, LabError> {
     let name = name.to_string();
     ns.run(move || -> Result<tun::Tun, LabError> {
         // Best effort: the files do not exist when IPv6 is disabled already.
@@ -345,7 +381,8 @@ fn host_setup(ns: &NetNs, name: &str, local: Ipv4Addr, peer: Ipv4Addr, mtu: u32)
         let _ = tun::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
         tun::loopback_up().map_err(io_err("bringing up lo"))?;
         let dev = tun::create(&name).map_err(unavailable_or("creating a TUN device"))?;
-        tun::configure_point_to_point(&name, local, peer, mtu).map_err(io_err(format!("configuring {name}")))?;
+        tun::configure_point_to_point(&name, local, peer, mtu)
+            .map_err(io_err(format!("configuring {name}")))?;
         Ok(dev)
     })
     .map_err(io_err("entering a lab namespace"))?

@@ -199,7 +199,9 @@ impl Rng {
     pub fn stream(seed: u64, direction: u64, purpose: u64) -> Rng {
         let mut r = Rng(seed);
         let a = r.next_u64();
-        Rng(a ^ direction.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ purpose.wrapping_mul(0xA076_1D64_78BD_642F))
+        Rng(a
+            ^ direction.wrapping_mul(0xD6E8_FEB8_6659_FD93)
+            ^ purpose.wrapping_mul(0xA076_1D64_78BD_642F))
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -321,7 +323,10 @@ impl LinkModel {
         // 1. Loss.
         if self.lose() {
             self.counters.dropped_loss += 1;
-            return Arrival { seq, verdict: Verdict::Lost };
+            return Arrival {
+                seq,
+                verdict: Verdict::Lost,
+            };
         }
 
         // 2. Bottleneck: serialisation at the link rate behind a drop-tail queue.
@@ -334,7 +339,10 @@ impl LinkModel {
                 }
                 if self.queue.len() >= self.cfg.queue_packets {
                     self.counters.dropped_queue += 1;
-                    return Arrival { seq, verdict: Verdict::QueueFull };
+                    return Arrival {
+                        seq,
+                        verdict: Verdict::QueueFull,
+                    };
                 }
                 let start = match self.busy_until {
                     Some(busy) if busy > now => busy,
@@ -421,11 +429,19 @@ impl LinkModel {
                 loss_in_bad,
             } => {
                 // Move the Markov chain one step, then lose according to the state.
-                let flip = if self.in_bad_state { p_bad_to_good } else { p_good_to_bad };
+                let flip = if self.in_bad_state {
+                    p_bad_to_good
+                } else {
+                    p_good_to_bad
+                };
                 if self.loss_rng.chance(flip) {
                     self.in_bad_state = !self.in_bad_state;
                 }
-                let p = if self.in_bad_state { loss_in_bad } else { loss_in_good };
+                let p = if self.in_bad_state {
+                    loss_in_bad
+                } else {
+                    loss_in_good
+                };
                 self.loss_rng.chance(p)
             }
         }
@@ -459,15 +475,27 @@ mod tests {
         assert!(m.is_transparent());
         let t0 = Instant::now();
         let a = m.arrive(t0, 100);
-        assert_eq!(a.verdict, Verdict::Deliver { at: t0, copy_at: None });
+        assert_eq!(
+            a.verdict,
+            Verdict::Deliver {
+                at: t0,
+                copy_at: None
+            }
+        );
         assert!(!m.released(a.seq, false, 100));
         let c = m.counters();
-        assert_eq!((c.packets, c.bytes, c.delivered_packets, c.delivered_bytes), (1, 100, 1, 100));
+        assert_eq!(
+            (c.packets, c.bytes, c.delivered_packets, c.delivered_bytes),
+            (1, 100, 1, 100)
+        );
     }
 
     #[test]
     fn delay_is_added_exactly() {
-        let cfg = LinkConfig { delay: ms(50), ..Default::default() };
+        let cfg = LinkConfig {
+            delay: ms(50),
+            ..Default::default()
+        };
         let mut m = LinkModel::new(cfg, 1, 0);
         let t0 = Instant::now();
         for i in 0..10 {
@@ -479,7 +507,11 @@ mod tests {
     #[test]
     fn rate_serialises_packets() {
         // 1500 bytes at 12 Mbit/s take exactly 1 ms on the wire.
-        let cfg = LinkConfig { rate_bps: Some(12_000_000), delay: ms(10), ..Default::default() };
+        let cfg = LinkConfig {
+            rate_bps: Some(12_000_000),
+            delay: ms(10),
+            ..Default::default()
+        };
         let mut m = LinkModel::new(cfg, 1, 0);
         let t0 = Instant::now();
         // Three packets at once: they leave 1, 2 and 3 ms later (+ delay).
@@ -494,24 +526,40 @@ mod tests {
 
     #[test]
     fn drop_tail_queue_drops_the_arrivals_that_do_not_fit() {
-        let cfg = LinkConfig { rate_bps: Some(12_000_000), queue_packets: 5, ..Default::default() };
+        let cfg = LinkConfig {
+            rate_bps: Some(12_000_000),
+            queue_packets: 5,
+            ..Default::default()
+        };
         let mut m = LinkModel::new(cfg, 1, 0);
         let t0 = Instant::now();
         let verdicts: Vec<Verdict> = (0..8).map(|_| m.arrive(t0, 1500).verdict).collect();
-        assert!(verdicts[..5].iter().all(|v| matches!(v, Verdict::Deliver { .. })));
+        assert!(verdicts[..5]
+            .iter()
+            .all(|v| matches!(v, Verdict::Deliver { .. })));
         assert!(verdicts[5..].iter().all(|v| *v == Verdict::QueueFull));
         assert_eq!(m.counters().dropped_queue, 3);
         assert_eq!(m.counters().queue_peak, 5);
         // After 2 ms two packets have left, so two more fit.
         let t1 = t0 + ms(2);
-        assert!(matches!(m.arrive(t1, 1500).verdict, Verdict::Deliver { .. }));
-        assert!(matches!(m.arrive(t1, 1500).verdict, Verdict::Deliver { .. }));
+        assert!(matches!(
+            m.arrive(t1, 1500).verdict,
+            Verdict::Deliver { .. }
+        ));
+        assert!(matches!(
+            m.arrive(t1, 1500).verdict,
+            Verdict::Deliver { .. }
+        ));
         assert_eq!(m.arrive(t1, 1500).verdict, Verdict::QueueFull);
     }
 
     #[test]
     fn long_run_rate_matches_the_setting() {
-        let cfg = LinkConfig { rate_bps: Some(10_000_000), queue_packets: 10_000, ..Default::default() };
+        let cfg = LinkConfig {
+            rate_bps: Some(10_000_000),
+            queue_packets: 10_000,
+            ..Default::default()
+        };
         let mut m = LinkModel::new(cfg, 1, 0);
         let t0 = Instant::now();
         let mut last = t0;
@@ -524,7 +572,11 @@ mod tests {
 
     #[test]
     fn jitter_varies_delay_but_never_reorders() {
-        let cfg = LinkConfig { delay: ms(20), jitter: ms(10), ..Default::default() };
+        let cfg = LinkConfig {
+            delay: ms(20),
+            jitter: ms(10),
+            ..Default::default()
+        };
         let mut m = LinkModel::new(cfg, 7, 0);
         let t0 = Instant::now();
         let mut prev = t0;
@@ -541,17 +593,25 @@ mod tests {
             prev = d;
             assert!(!m.released(a.seq, false, 100));
         }
-        assert!(distinct.len() > 10, "jitter should spread delays: {distinct:?}");
+        assert!(
+            distinct.len() > 10,
+            "jitter should spread delays: {distinct:?}"
+        );
         assert_eq!(m.counters().reordered, 0);
     }
 
     #[test]
     fn random_loss_rate_and_seed_determinism() {
-        let cfg = LinkConfig { loss: LossModel::Random { p: 0.1 }, ..Default::default() };
+        let cfg = LinkConfig {
+            loss: LossModel::Random { p: 0.1 },
+            ..Default::default()
+        };
         let run = |seed| {
             let mut m = LinkModel::new(cfg.clone(), seed, 0);
             let t0 = Instant::now();
-            (0..20_000).map(|_| m.arrive(t0, 10).verdict == Verdict::Lost).collect::<Vec<bool>>()
+            (0..20_000)
+                .map(|_| m.arrive(t0, 10).verdict == Verdict::Lost)
+                .collect::<Vec<bool>>()
         };
         let a = run(42);
         assert_eq!(a, run(42), "same seed, same drops");
@@ -562,7 +622,10 @@ mod tests {
 
     #[test]
     fn the_two_directions_draw_different_streams() {
-        let cfg = LinkConfig { loss: LossModel::Random { p: 0.5 }, ..Default::default() };
+        let cfg = LinkConfig {
+            loss: LossModel::Random { p: 0.5 },
+            ..Default::default()
+        };
         let t0 = Instant::now();
         let mut a = LinkModel::new(cfg.clone(), 1, 0);
         let mut b = LinkModel::new(cfg, 1, 1);
@@ -573,10 +636,15 @@ mod tests {
 
     #[test]
     fn gilbert_elliott_loses_in_bursts() {
-        let cfg = LinkConfig { loss: LossModel::bursty(0.05, 4.0), ..Default::default() };
+        let cfg = LinkConfig {
+            loss: LossModel::bursty(0.05, 4.0),
+            ..Default::default()
+        };
         let mut m = LinkModel::new(cfg, 3, 0);
         let t0 = Instant::now();
-        let lost: Vec<bool> = (0..200_000).map(|_| m.arrive(t0, 10).verdict == Verdict::Lost).collect();
+        let lost: Vec<bool> = (0..200_000)
+            .map(|_| m.arrive(t0, 10).verdict == Verdict::Lost)
+            .collect();
         let rate = lost.iter().filter(|&&l| l).count() as f64 / lost.len() as f64;
         assert!((rate - 0.05).abs() < 0.005, "long-run loss {rate}");
         // Mean length of runs of consecutive losses.
@@ -593,12 +661,20 @@ mod tests {
 
     #[test]
     fn duplicates_follow_the_original() {
-        let cfg = LinkConfig { duplicate: 0.2, delay: ms(5), ..Default::default() };
+        let cfg = LinkConfig {
+            duplicate: 0.2,
+            delay: ms(5),
+            ..Default::default()
+        };
         let mut m = LinkModel::new(cfg, 9, 0);
         let t0 = Instant::now();
         let mut copies = 0;
         for _ in 0..10_000 {
-            if let Verdict::Deliver { at, copy_at: Some(c) } = m.arrive(t0, 10).verdict {
+            if let Verdict::Deliver {
+                at,
+                copy_at: Some(c),
+            } = m.arrive(t0, 10).verdict
+            {
                 assert_eq!(at, c);
                 copies += 1;
             }
@@ -647,11 +723,29 @@ mod tests {
 
     #[test]
     fn invalid_configs_are_rejected() {
-        assert!(LinkConfig { duplicate: 1.5, ..Default::default() }.validate().is_err());
-        assert!(LinkConfig { rate_bps: Some(0), ..Default::default() }.validate().is_err());
-        assert!(LinkConfig { queue_packets: 0, ..Default::default() }.validate().is_err());
-        assert!(LinkConfig { loss: LossModel::Random { p: -0.1 }, ..Default::default() }
-            .validate()
-            .is_err());
+        assert!(LinkConfig {
+            duplicate: 1.5,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(LinkConfig {
+            rate_bps: Some(0),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(LinkConfig {
+            queue_packets: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(LinkConfig {
+            loss: LossModel::Random { p: -0.1 },
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
     }
 }

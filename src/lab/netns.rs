@@ -51,7 +51,9 @@ impl NetNs {
 
     /// A second handle on the same namespace.
     pub fn try_clone(&self) -> io::Result<NetNs> {
-        Ok(NetNs { fd: self.fd.try_clone()? })
+        Ok(NetNs {
+            fd: self.fd.try_clone()?,
+        })
     }
 
     /// Move the *calling thread* into this namespace. Only for threads proto

@@ -82,7 +82,9 @@ pub struct Capture {
 
 /// Parse a pcap file (either byte order, µs or ns timestamps).
 pub fn parse(bytes: &[u8]) -> Result<Capture, String> {
-    let header = bytes.get(..24).ok_or("file shorter than the 24-byte pcap header")?;
+    let header = bytes
+        .get(..24)
+        .ok_or("file shorter than the 24-byte pcap header")?;
     let magic_le = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let (little, nanos) = match magic_le {
         0xa1b2_c3d4 => (true, false),
@@ -106,9 +108,15 @@ pub fn parse(bytes: &[u8]) -> Result<Capture, String> {
         let h = bytes.get(pos..pos + 16).ok_or("truncated record header")?;
         let (sec, frac, incl, orig) = (u32_at(h, 0), u32_at(h, 4), u32_at(h, 8), u32_at(h, 12));
         pos += 16;
-        let data = bytes.get(pos..pos + incl as usize).ok_or("truncated packet data")?;
+        let data = bytes
+            .get(pos..pos + incl as usize)
+            .ok_or("truncated packet data")?;
         pos += incl as usize;
-        let frac_nanos = if nanos { frac as u128 } else { frac as u128 * 1000 };
+        let frac_nanos = if nanos {
+            frac as u128
+        } else {
+            frac as u128 * 1000
+        };
         records.push(Record {
             ts_nanos: sec as u128 * 1_000_000_000 + frac_nanos,
             orig_len: orig,
@@ -132,7 +140,8 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                0x4d, 0x3c, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 101, 0, 0, 0, // header
+                0x4d, 0x3c, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 101,
+                0, 0, 0, // header
                 4, 3, 2, 1, 5, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, // record header
                 0x45, 0, 0, 20, // packet
             ]

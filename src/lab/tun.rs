@@ -34,7 +34,10 @@ pub struct Tun {
 fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
     }
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -48,7 +51,9 @@ fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr {
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
         sin_zero: [0; 8],
     };
     // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) and
@@ -72,7 +77,10 @@ pub fn create(name: &str) -> io::Result<Tun> {
     if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF as _, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(Tun { fd: file.into(), name: name.to_string() })
+    Ok(Tun {
+        fd: file.into(),
+        name: name.to_string(),
+    })
 }
 
 /// An AF_INET socket, only used as a handle for interface ioctls.
@@ -86,7 +94,12 @@ fn ioctl_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-fn ioctl(sock: &OwnedFd, request: libc::c_ulong, req: &mut libc::ifreq, what: &str) -> io::Result<()> {
+fn ioctl(
+    sock: &OwnedFd,
+    request: libc::c_ulong,
+    req: &mut libc::ifreq,
+    what: &str,
+) -> io::Result<()> {
     // SAFETY: valid socket and ifreq; the request codes used here read or
     // write only the ifreq.
     if unsafe { libc::ioctl(sock.as_raw_fd(), request as _, req as *mut libc::ifreq) } < 0 {
@@ -98,7 +111,12 @@ fn ioctl(sock: &OwnedFd, request: libc::c_ulong, req: &mut libc::ifreq, what: &s
 
 /// Give interface `name` the address `local`, point-to-point peer `peer`,
 /// the MTU, and bring it up. Call from a thread inside the namespace.
-pub fn configure_point_to_point(name: &str, local: Ipv4Addr, peer: Ipv4Addr, mtu: u32) -> io::Result<()> {
+pub fn configure_point_to_point(
+    name: &str,
+    local: Ipv4Addr,
+    peer: Ipv4Addr,
+    mtu: u32,
+) -> io::Result<()> {
     let sock = ioctl_socket()?;
     let mut req = ifreq_for(name)?;
     req.ifr_ifru.ifru_addr = sockaddr_in(local);
