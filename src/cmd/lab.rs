@@ -30,7 +30,7 @@ PROTO_LAB_SERVER and PROTO_LAB_CLIENT in its environment. Needs root
 
 Examples:
   proto lab --rtt 329ms -- sh -c 'proto client tls $PROTO_LAB_SERVER -m hello'
-  proto lab --rtt 40ms --loss 2% --loss-burst 3 --pcap wifi.pcap -- nc $SERVER 8081
+  proto lab --rtt 40ms --loss 2% --loss-burst 3 --pcap wifi.pcap -- sh -c 'nc $PROTO_LAB_SERVER 8081'
   proto lab --rtt 20ms --up-rate 10mbit --queue 50 --server 'iperf3 -s' -- sh")]
 pub struct LabArgs {
     #[command(flatten)]

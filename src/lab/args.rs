@@ -12,23 +12,23 @@ use std::time::Duration;
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct LinkArgs {
     /// Round-trip time added by the link (half in each direction), e.g. 329ms.
-    #[arg(long, value_parser = parse_duration, conflicts_with = "delay", help_heading = "Link")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "delay", help_heading = "Link")]
     pub rtt: Option<Duration>,
     /// One-way delay in each direction, e.g. 50ms.
-    #[arg(long, value_parser = parse_duration, help_heading = "Link")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Link")]
     pub delay: Option<Duration>,
     /// Delay varies uniformly by ± this much (packets stay in order).
-    #[arg(long, value_parser = parse_duration, help_heading = "Link")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Link")]
     pub jitter: Option<Duration>,
     /// Packet loss per direction, e.g. 2% (independent unless --loss-burst).
-    #[arg(long, value_parser = parse_percent, help_heading = "Link")]
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Link")]
     pub loss: Option<f64>,
     /// Lose packets in bursts of this mean length (Gilbert-Elliott model),
     /// keeping the overall --loss rate, e.g. --loss 2% --loss-burst 4.
     #[arg(long, value_name = "PACKETS", help_heading = "Link")]
     pub loss_burst: Option<f64>,
     /// Bottleneck rate, e.g. 10mbit, 1.5gbit, 500kbit (bits per second).
-    #[arg(long, value_parser = parse_rate, help_heading = "Link")]
+    #[arg(long, value_parser = parse_rate, value_name = "BIT/S", help_heading = "Link")]
     pub rate: Option<u64>,
     /// Bottleneck buffer in packets (drop-tail: arrivals to a full queue are
     /// dropped). Only used with --rate.
@@ -40,13 +40,13 @@ pub struct LinkArgs {
     )]
     pub queue: usize,
     /// Share of packets held back so later packets overtake them, e.g. 1%.
-    #[arg(long, value_parser = parse_percent, help_heading = "Link")]
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Link")]
     pub reorder: Option<f64>,
     /// How long a reordered packet is held back.
-    #[arg(long, value_parser = parse_duration, default_value = "10ms", help_heading = "Link")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "10ms", help_heading = "Link")]
     pub reorder_delay: Duration,
     /// Share of packets delivered twice, e.g. 1%.
-    #[arg(long, value_parser = parse_percent, help_heading = "Link")]
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Link")]
     pub duplicate: Option<f64>,
     /// Random seed: the same seed gives the same losses, delays and
     /// duplicates for the same traffic.
@@ -57,43 +57,54 @@ pub struct LinkArgs {
     pub mtu: u32,
 
     /// One-way delay client→server (overrides --rtt/--delay for that direction).
-    #[arg(long, value_parser = parse_duration, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub up_delay: Option<Duration>,
     /// One-way delay server→client.
-    #[arg(long, value_parser = parse_duration, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub down_delay: Option<Duration>,
-    #[arg(long, value_parser = parse_duration, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    /// Jitter client→server.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub up_jitter: Option<Duration>,
-    #[arg(long, value_parser = parse_duration, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    /// Jitter server→client.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub down_jitter: Option<Duration>,
-    #[arg(long, value_parser = parse_percent, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    /// Loss client→server.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub up_loss: Option<f64>,
-    #[arg(long, value_parser = parse_percent, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    /// Loss server→client.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub down_loss: Option<f64>,
     /// Uplink rate, e.g. --up-rate 10mbit for a slow upload.
-    #[arg(long, value_parser = parse_rate, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    #[arg(long, value_parser = parse_rate, value_name = "BIT/S", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub up_rate: Option<u64>,
-    #[arg(long, value_parser = parse_rate, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    /// Downlink rate (server→client).
+    #[arg(long, value_parser = parse_rate, value_name = "BIT/S", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub down_rate: Option<u64>,
+    /// Bottleneck buffer client→server.
     #[arg(
         long,
         value_name = "PACKETS",
         help_heading = "Asymmetric link (up = client→server, down = server→client)"
     )]
     pub up_queue: Option<usize>,
+    /// Bottleneck buffer server→client.
     #[arg(
         long,
         value_name = "PACKETS",
         help_heading = "Asymmetric link (up = client→server, down = server→client)"
     )]
     pub down_queue: Option<usize>,
-    #[arg(long, value_parser = parse_percent, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    /// Reordering client→server.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub up_reorder: Option<f64>,
-    #[arg(long, value_parser = parse_percent, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    /// Reordering server→client.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub down_reorder: Option<f64>,
-    #[arg(long, value_parser = parse_percent, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    /// Duplication client→server.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub up_duplicate: Option<f64>,
-    #[arg(long, value_parser = parse_percent, help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    /// Duplication server→client.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub down_duplicate: Option<f64>,
 }
 
