@@ -25,7 +25,12 @@ fn lab_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
         if std::env::var("PROTO_LAB_REQUIRED").as_deref() == Ok("1") {
             panic!("{test}: PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}");
         }
-        eprintln!("SKIPPED {test}: {e} (set PROTO_LAB_REQUIRED=1 to make this a failure)");
+        // Written to the real stderr (not eprintln!, which the test harness
+        // captures) so that the skip is visible in a normal `cargo test`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: {e} (set PROTO_LAB_REQUIRED=1 to make this a failure)"
+        );
         return None;
     }
     Some(LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner()))

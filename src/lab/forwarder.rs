@@ -160,6 +160,18 @@ fn run(mut d: Direction) -> DirectionCounters {
                 // Nothing scheduled ahead of it: straight through.
                 deliver(&mut d, output, arrival.seq, false, &buf[..len]);
                 pool.push(buf);
+            } else if len < buf_len / 4 {
+                // A small packet (an ACK) waiting out a delay: park a
+                // right-sized copy, so a large MTU does not cost 64 KiB per ACK.
+                let small = buf[..len].to_vec();
+                pool.push(buf);
+                heap.push(Parked {
+                    at,
+                    seq: arrival.seq,
+                    is_copy: false,
+                    buf: small,
+                    len,
+                });
             } else {
                 heap.push(Parked {
                     at,
@@ -176,7 +188,9 @@ fn run(mut d: Direction) -> DirectionCounters {
         while heap.peek().is_some_and(|p| p.at <= now) {
             if let Some(p) = heap.pop() {
                 deliver(&mut d, output, p.seq, p.is_copy, &p.buf[..p.len]);
-                pool.push(p.buf);
+                if p.buf.len() == buf_len {
+                    pool.push(p.buf);
+                }
                 last_activity = now;
             }
         }
