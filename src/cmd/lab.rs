@@ -54,10 +54,12 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     let mut config = args.link.to_config()?;
     config.pcap = args.pcap.clone();
 
-    // Take over SIGINT/SIGTERM before anything exists, so Ctrl-C always
+    // Take over SIGINT/SIGTERM/SIGHUP before anything exists, so Ctrl-C always
     // goes through the clean-up below instead of killing proto outright.
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // The terminal went away (ssh dropped): clean up the same way.
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
 
     let banner_config = config.clone();
     let lab = tokio::task::spawn_blocking(move || Lab::start(config))
@@ -109,6 +111,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         s = client.wait() => (Some(s.context("waiting for COMMAND")?), None),
         _ = sigint.recv() => (None, Some(libc::SIGINT)),
         _ = sigterm.recv() => (None, Some(libc::SIGTERM)),
+        _ = sighup.recv() => (None, Some(libc::SIGHUP)),
     };
     let status = match status {
         Some(s) => s,
