@@ -27,6 +27,11 @@ pub struct LinkArgs {
     /// keeping the overall --loss rate, e.g. --loss 2% --loss-burst 4.
     #[arg(long, value_name = "PACKETS", help_heading = "Link")]
     pub loss_burst: Option<f64>,
+    /// Full Gilbert-Elliott loss model, both directions:
+    /// "P(good→bad),P(bad→good),loss in bad[,loss in good]", e.g. 1%,25%,80%,0.1%.
+    #[arg(long, value_parser = parse_gilbert_elliott, value_name = "P,R,H[,K]",
+          conflicts_with_all = ["loss", "loss_burst"], help_heading = "Link")]
+    pub loss_ge: Option<LossModel>,
     /// Bottleneck rate, e.g. 10mbit, 1.5gbit, 500kbit (bits per second).
     #[arg(long, value_parser = parse_rate, value_name = "BIT/S", help_heading = "Link")]
     pub rate: Option<u64>,
@@ -157,6 +162,9 @@ impl LinkArgs {
                 delay: o.delay.unwrap_or(one_way),
                 jitter: o.jitter.or(self.jitter).unwrap_or_default(),
                 loss: match (loss, self.loss_burst) {
+                    (_, _) if o.loss.is_none() && self.loss_ge.is_some() => {
+                        self.loss_ge.clone().unwrap_or_default()
+                    }
                     (l, _) if l <= 0.0 => LossModel::None,
                     (l, Some(burst)) => LossModel::bursty(l, burst),
                     (l, None) => LossModel::Random { p: l },
@@ -309,6 +317,28 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(bps as u64)
 }
 
+/// "1%,25%,80%[,0.1%]" → Gilbert-Elliott with P(good→bad), P(bad→good),
+/// loss in bad, loss in good (0 if omitted).
+pub fn parse_gilbert_elliott(s: &str) -> Result<LossModel, String> {
+    let parts: Vec<f64> = s.split(',').map(parse_percent).collect::<Result<_, _>>()?;
+    let (p, r, h, k) = match parts[..] {
+        [p, r, h] => (p, r, h, 0.0),
+        [p, r, h, k] => (p, r, h, k),
+        _ => return Err(format!("{s:?}: expected 3 or 4 percentages: P(good→bad),P(bad→good),loss in bad[,loss in good]")),
+    };
+    if r == 0.0 && p > 0.0 {
+        return Err(format!(
+            "{s:?}: with P(bad→good) = 0 the link never recovers"
+        ));
+    }
+    Ok(LossModel::GilbertElliott {
+        p_good_to_bad: p,
+        p_bad_to_good: r,
+        loss_in_good: k,
+        loss_in_bad: h,
+    })
+}
+
 /// A percentage as a probability: "2%" or "2" → 0.02.
 pub fn parse_percent(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -406,6 +436,22 @@ mod tests {
             LossModel::GilbertElliott { .. }
         ));
         assert!(describe(&c.client_to_server).contains("bursts of 4.0"));
+    }
+
+    #[test]
+    fn full_gilbert_elliott() {
+        let c = config(&["--loss-ge", "1%,25%,80%"]);
+        assert_eq!(
+            c.server_to_client.loss,
+            LossModel::GilbertElliott {
+                p_good_to_bad: 0.01,
+                p_bad_to_good: 0.25,
+                loss_in_good: 0.0,
+                loss_in_bad: 0.8
+            }
+        );
+        assert!(parse_gilbert_elliott("1%,2%").is_err());
+        assert!(Cli::try_parse_from(["t", "--loss", "1%", "--loss-ge", "1,2,3"]).is_err());
     }
 
     #[test]
