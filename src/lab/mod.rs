@@ -106,7 +106,7 @@ pub enum LabError {
     Unavailable { what: String, how_to_fix: String },
     #[error("invalid link settings: {0}")]
     Config(String),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -277,6 +277,9 @@ impl Lab {
 
     /// Run `f` on a thread inside the server's namespace: sockets it creates
     /// live on the server host and can be used from any thread afterwards.
+    /// For tokio, create std sockets here, `set_nonblocking(true)`, then
+    /// `tokio::net::TcpListener::from_std` (or quinn's `Endpoint::new`)
+    /// outside. `f` should be quick: the caller blocks until it returns.
     pub fn in_server<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         run_in(&self.server_ns, f)
     }
