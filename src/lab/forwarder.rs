@@ -215,6 +215,11 @@ fn run(mut d: Direction) -> DirectionCounters {
                     .saturating_sub(spin_ahead)
             })
         };
+        if timeout == Some(Duration::ZERO) && !read_full_batch {
+            // Busy-polling: let any other thread waiting for this CPU (the
+            // other direction, the application) run first.
+            std::thread::yield_now();
+        }
         match wait(input, d.stop.as_raw_fd(), timeout) {
             Ok(true) => break,
             Ok(false) => {}
