@@ -652,3 +652,20 @@ fn without_privileges_proto_says_what_is_missing() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+/// Runs even without root: bad settings are reported as such.
+#[test]
+fn invalid_settings_are_rejected_before_anything_is_built() {
+    let bad_link = LinkConfig {
+        duplicate: 2.0,
+        ..Default::default()
+    };
+    let err = Lab::start(LabConfig::symmetric(bad_link)).unwrap_err();
+    assert!(matches!(err, proto::lab::LabError::Config(_)), "{err}");
+    let err = Lab::start(LabConfig {
+        mtu: 10,
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("MTU"), "{err}");
+}

@@ -180,7 +180,7 @@ impl Lab {
     /// Build the two namespaces, their TUN devices and addresses, and start
     /// the forwarder threads.
     pub fn start(config: LabConfig) -> Result<Lab, LabError> {
-        Self::check_available()?;
+        // Settings first: a typo should be reported even without root.
         for (dir, link) in [
             ("client→server", &config.client_to_server),
             ("server→client", &config.server_to_client),
@@ -194,6 +194,7 @@ impl Lab {
                 config.mtu
             )));
         }
+        Self::check_available()?;
 
         let client_ns =
             NetNs::create().map_err(unavailable_or("creating the client network namespace"))?;
