@@ -47,6 +47,14 @@ pub enum Command {
     /// in the very first flight. This runs real connections of each and
     /// prints the measured cost next to the theory.
     Compare(crate::cmd::compare::CompareArgs),
+    /// Run a command on an emulated network (delay, loss, rate…) between two private hosts.
+    ///
+    /// On loopback a round trip takes microseconds; the lab puts a realistic
+    /// link (329 ms to Australia, lossy Wi-Fi, a 10 Mbit/s uplink) between a
+    /// "client" and a "server" network namespace, so handshake round trips,
+    /// loss and queueing become visible. COMMAND runs on the client host,
+    /// proto's servers on the server host. Needs root (CAP_NET_ADMIN).
+    Lab(crate::cmd::lab::LabArgs),
 }
 
 /// Parses `250ms`, `5s`, `1.5s`, `2m`, `1h`, `100us`; a bare number is seconds.

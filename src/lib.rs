@@ -9,6 +9,8 @@
 //! | [`server`]    | accept loops, one session per connection (lines or frames), UDP, TLS handshakes with 0-RTT, QUIC streams, shutdown |
 //! | [`transport`] | connection setup per protocol (tcp, udp, tls, quic) with timings and what was negotiated; certificates |
 //! | [`client`]    | echo clients over streams and datagrams; interactive mode |
+//! | [`measure`]   | measurements as data: handshake round trips |
+//! | [`lab`]       | the emulated two-host network: namespaces, TUN devices, the link model, pcap |
 //! | [`output`]    | pure renderers: tables, annotated byte dumps |
 //! | [`cmd`]       | one file per subcommand: arguments → work → output |
 //! | [`cli`]       | clap definitions and the `250ms` / `64KiB` parsers |
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod echo;
+pub mod lab;
 pub mod measure;
 pub mod output;
 pub mod server;

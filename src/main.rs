@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             Command::Codec(command) => cmd::codec::run(command),
             Command::Endian(args) => cmd::codec::endian(args),
             Command::Compare(args) => cmd::compare::run(args).await,
+            Command::Lab(args) => cmd::lab::run(args).await,
         }
     });
     match result {

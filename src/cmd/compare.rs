@@ -4,7 +4,11 @@
 use crate::measure::handshake::{measure_variant, Endpoints, Variant, VariantResult};
 use crate::output::compare::{render_csv, render_explanation, render_table, CompareReport};
 use crate::server::{self, Listeners, ServerConfig};
-use crate::transport::{tls, Target};
+use crate::lab::args::describe;
+use crate::lab::{Lab, LinkArgs};
+use crate::transport::certs::CertDir;
+use crate::transport::{tcp, tls, Target};
+use std::sync::Arc;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -50,6 +54,10 @@ pub struct CompareArgs {
     /// Give up on a connection after this long.
     #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
     pub timeout: Duration,
+    /// The emulated link (used unless --to or --loopback; needs root).
+    /// Without --rtt or --delay, the link has a 100 ms round trip.
+    #[command(flatten)]
+    pub link: LinkArgs,
     /// Print JSON (one object per variant, with `protocol` and `handshake_rtts`).
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -74,13 +82,20 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
             variants,
             link: None,
         }
-    } else {
-        eprintln!(
-            "proto compare: measuring on loopback. Loopback round trips take microseconds, so CPU time \
-             (key exchange, certificate checks) dominates and the RTT counts below mean little. \
-             The emulated link (proto lab) is what makes round trips visible."
-        );
+    } else if args.loopback {
         loopback(&args, runs).await?
+    } else {
+        match Lab::check_available() {
+            Ok(()) => in_lab(&args, runs).await?,
+            Err(why) => {
+                eprintln!(
+                    "proto compare: the emulated link is not available: {why}\n\
+                     Falling back to loopback, where round trips take microseconds: CPU time \
+                     (key exchange, certificate checks) dominates and the RTT counts below mean little."
+                );
+                loopback(&args, runs).await?
+            }
+        }
     };
     print_report(&report, &args)?;
     Ok(ExitCode::SUCCESS)
@@ -129,6 +144,85 @@ async fn loopback(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareRepo
         variants,
         link: None,
     })
+}
+
+/// Servers on the lab's server host, clients on its client host, the
+/// emulated link between them: real round trips, on one machine.
+async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport> {
+    let mut link = args.link.clone();
+    let no_delay_given = [link.rtt, link.delay, link.up_delay, link.down_delay]
+        .iter()
+        .all(Option::is_none);
+    if no_delay_given {
+        link.rtt = Some(DEFAULT_LAB_RTT);
+    }
+    let config = link.to_config()?;
+    let setting = format!(
+        "Measured across proto's emulated link (client→server: {}; server→client: {}), \
+         {runs} runs per variant after a warm-up.",
+        describe(&config.client_to_server),
+        describe(&config.server_to_client)
+    );
+    let lab = Arc::new(
+        tokio::task::spawn_blocking(move || Lab::start(config))
+            .await
+            .context("starting the lab")??,
+    );
+    let server_ip = lab.server_ip();
+    // Fast Open needs the kernel's permission on both hosts (per namespace).
+    let fast_open = lab.in_client(enable_fast_open).and(lab.in_server(enable_fast_open));
+    let server_config = ServerConfig::quiet_with_certs(&CertDir::default_dir()?, &[server_ip.to_string()])?;
+    let listeners = lab
+        .in_server(|| Listeners::bind_all(server_ip, server::PLAIN_PORT, server::SECURE_PORT))
+        .context("binding the servers on the lab's server host")?;
+    let fast_open = fast_open.and_then(|()| match &listeners.tls {
+        Some(l) => tcp::set_fast_open_listener(l, 64).map_err(|e| format!("{e:#}")),
+        None => Ok(()),
+    });
+    let endpoints = endpoints_of(&listeners, &server_ip.to_string())?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(server::run(listeners, server_config, shutdown.clone()));
+
+    // The clients run on a thread inside the client namespace, with their
+    // own runtime: every socket they open belongs to the client host.
+    let client_lab = lab.clone();
+    let protocols = args.protocols.clone();
+    let timeout = args.timeout;
+    let mut variants = tokio::task::spawn_blocking(move || {
+        client_lab.in_client(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            anyhow::Ok(runtime.block_on(measure_all(&protocols, &endpoints, runs, timeout)))
+        })
+    })
+    .await
+    .context("the client thread failed")??;
+    shutdown.cancel();
+    server.await.context("the in-process server failed")??;
+    if let Err(why) = fast_open {
+        for v in variants.iter_mut().filter(|v| v.protocol == Variant::Tls13ZeroRttTfo) {
+            v.note = Some(format!("TCP Fast Open is not available here: {why}"));
+        }
+    }
+    let counters = match Arc::try_unwrap(lab) {
+        Ok(lab) => tokio::task::spawn_blocking(move || lab.shutdown()).await.ok(),
+        Err(lab) => Some(lab.counters()),
+    };
+    Ok(CompareReport {
+        environment: "lab".into(),
+        setting,
+        runs,
+        variants,
+        link: counters.and_then(|c| serde_json::to_value(c).ok()),
+    })
+}
+
+/// The round trip of the lab's link when none is given.
+pub const DEFAULT_LAB_RTT: Duration = Duration::from_millis(100);
+
+/// Lets this thread's network namespace use TCP Fast Open as client and
+/// server (`net.ipv4.tcp_fastopen = 3`). Call it on a thread inside the namespace.
+fn enable_fast_open() -> Result<(), String> {
+    std::fs::write(tcp::FAST_OPEN_SYSCTL, "3").map_err(|e| format!("cannot write {}: {e}", tcp::FAST_OPEN_SYSCTL))
 }
 
 /// The addresses of bound listeners, as the clients will dial them.

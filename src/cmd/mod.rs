@@ -3,4 +3,5 @@
 pub mod client;
 pub mod codec;
 pub mod compare;
+pub mod lab;
 pub mod serve;

@@ -1,0 +1,294 @@
+//! `proto lab [link options] -- COMMAND [ARGS]`: run COMMAND on the client
+//! host of an emulated network, with proto's servers on the server host.
+//!
+//! ```text
+//! proto lab --rtt 329ms -- sh -c 'proto client tls $PROTO_LAB_SERVER -m hello'
+//! ```
+//!
+//! Life cycle: build the lab → start the server side → run COMMAND with
+//! `PROTO_LAB_SERVER` set → wait for it (or for Ctrl-C / SIGTERM, which we
+//! pass on) → stop servers, kill stragglers, tear the lab down → print the
+//! link counters → exit with COMMAND's exit code.
+
+use crate::server::{self, Listeners, ServerConfig};
+use crate::transport::certs::CertDir;
+use crate::lab::args::describe;
+use crate::lab::child::{self, NsChild};
+use crate::lab::{Lab, LinkArgs, LinkCounters};
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+The client host is 10.77.0.1 and the server host 10.77.0.2; COMMAND gets
+PROTO_LAB_SERVER and PROTO_LAB_CLIENT in its environment. Needs root
+(network namespaces and TUN devices); nothing is left behind at exit.
+
+Examples:
+  proto lab --rtt 329ms -- sh -c 'proto client tls $PROTO_LAB_SERVER -m hello'
+  proto lab --rtt 40ms --loss 2% --loss-burst 3 --pcap wifi.pcap -- sh -c 'nc $PROTO_LAB_SERVER 8081'
+  proto lab --rtt 20ms --up-rate 10mbit --queue 50 --server 'iperf3 -s' -- sh")]
+pub struct LabArgs {
+    #[command(flatten)]
+    pub link: LinkArgs,
+    /// Write every packet crossing the link, both directions, to this pcap
+    /// file (as the client sees them), for tcpdump -r or Wireshark.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Print the link counters as JSON on stdout at exit.
+    #[arg(long)]
+    pub json: bool,
+    /// Run this shell command on the server host instead of proto's servers.
+    #[arg(long, value_name = "CMD")]
+    pub server: Option<String>,
+    /// The command to run on the client host (default: an interactive $SHELL).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
+    let mut config = args.link.to_config()?;
+    config.pcap = args.pcap.clone();
+
+    // Take over SIGINT/SIGTERM/SIGHUP before anything exists, so Ctrl-C always
+    // goes through the clean-up below instead of killing proto outright.
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // The terminal went away (ssh dropped): clean up the same way.
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+
+    let banner_config = config.clone();
+    let lab = tokio::task::spawn_blocking(move || Lab::start(config))
+        .await
+        .context("the lab set-up thread failed")??;
+    child::become_subreaper().context("becoming a child subreaper")?;
+    // Kills anything COMMAND left running, also if we unwind from a panic.
+    let _sweeper = OrphanSweeper;
+
+    eprintln!(
+        "proto lab: client {} ⇄ server {}  (MTU {}, seed {})",
+        lab.client_ip(),
+        lab.server_ip(),
+        banner_config.mtu,
+        banner_config.seed
+    );
+    eprintln!(
+        "  up   client→server: {}",
+        describe(&banner_config.client_to_server)
+    );
+    eprintln!(
+        "  down server→client: {}",
+        describe(&banner_config.server_to_client)
+    );
+
+    let shutdown = CancellationToken::new();
+    let mut server = start_server(&lab, args.server.as_deref(), shutdown.clone()).await?;
+
+    let (program, program_args) = match args.command.split_first() {
+        Some((p, rest)) => (p.clone(), rest.to_vec()),
+        None => (
+            std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()),
+            Vec::new(),
+        ),
+    };
+    let mut cmd = Command::new(&program);
+    cmd.args(&program_args)
+        .env("PROTO_LAB_SERVER", lab.server_ip().to_string())
+        .env("PROTO_LAB_CLIENT", lab.client_ip().to_string());
+    let mut client =
+        NsChild::spawn(lab.client_ns(), cmd).with_context(|| format!("starting {program:?}"))?;
+
+    if std::env::var_os("PROTO_LAB_TEST_PANIC").is_some() {
+        // Lets the tests check that a bug in proto leaves nothing behind.
+        panic!("PROTO_LAB_TEST_PANIC is set: simulating a bug inside proto lab");
+    }
+
+    let (status, signalled) = tokio::select! {
+        s = client.wait() => (Some(s.context("waiting for COMMAND")?), None),
+        _ = sigint.recv() => (None, Some(libc::SIGINT)),
+        _ = sigterm.recv() => (None, Some(libc::SIGTERM)),
+        _ = sighup.recv() => (None, Some(libc::SIGHUP)),
+    };
+    let status = match status {
+        Some(s) => s,
+        None => client
+            .terminate(Duration::from_secs(2))
+            .await
+            .context("stopping COMMAND")?,
+    };
+
+    shutdown.cancel();
+    server.stop().await;
+    child::kill_orphans(&[]);
+    let counters = tokio::task::spawn_blocking(move || lab.shutdown())
+        .await
+        .context("tearing down the lab")?;
+
+    eprint!("{}", counters_table(&counters));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&counters).context("encoding counters")?
+        );
+    }
+    let code = match signalled {
+        Some(sig) => 128 + sig as u8,
+        None => child::exit_code(status),
+    };
+    Ok(ExitCode::from(code))
+}
+
+struct OrphanSweeper;
+
+impl Drop for OrphanSweeper {
+    fn drop(&mut self) {
+        child::kill_orphans(&[]);
+    }
+}
+
+/// What runs on the server host.
+enum ServerSide {
+    InProcess(Vec<JoinHandle<()>>),
+    Command(NsChild),
+}
+
+impl ServerSide {
+    async fn stop(&mut self) {
+        match self {
+            ServerSide::InProcess(tasks) => {
+                for t in tasks.drain(..) {
+                    let _ = t.await;
+                }
+            }
+            ServerSide::Command(child) => {
+                let _ = child.terminate(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+async fn start_server(
+    lab: &Lab,
+    command: Option<&str>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ServerSide> {
+    match command {
+        None => {
+            let tasks = start_default_server(lab, shutdown).await?;
+            eprintln!(
+                "  server: proto's echo servers on {}: TCP and UDP 8081, TLS and QUIC 8443",
+                lab.server_ip()
+            );
+            Ok(ServerSide::InProcess(tasks))
+        }
+        Some(cmd_line) => {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg(cmd_line)
+                .env("PROTO_LAB_SERVER", lab.server_ip().to_string())
+                .env("PROTO_LAB_CLIENT", lab.client_ip().to_string());
+            let mut child = NsChild::spawn(lab.server_ns(), cmd)
+                .with_context(|| format!("starting the server {cmd_line:?}"))?;
+            eprintln!("  server: {cmd_line}");
+            wait_for_listener(lab, &mut child, Duration::from_secs(5)).await?;
+            Ok(ServerSide::Command(child))
+        }
+    }
+}
+
+/// Wait until the server host has a listening TCP socket or a bound UDP
+/// socket, so COMMAND does not race the server's start-up.
+async fn wait_for_listener(lab: &Lab, child: &mut NsChild, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if lab.in_server(server_has_socket) {
+            return Ok(());
+        }
+        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_millis(10), child.wait()).await
+        {
+            bail!("the server command exited ({status}) before listening on any port");
+        }
+        if start.elapsed() > limit {
+            eprintln!(
+                "  (server has no listening socket after {limit:?}; starting COMMAND anyway)"
+            );
+            return Ok(());
+        }
+    }
+}
+
+/// Reads this thread's namespace's socket tables: a TCP socket in state 0A
+/// (LISTEN) or any UDP socket.
+fn server_has_socket() -> bool {
+    let table = |name: &str| {
+        std::fs::read_to_string(format!("/proc/thread-self/net/{name}")).unwrap_or_default()
+    };
+    let tcp_listen = table("tcp")
+        .lines()
+        .chain(table("tcp6").lines())
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(3) == Some("0A"));
+    let udp = table("udp").lines().count() > 1 || table("udp6").lines().count() > 1;
+    tcp_listen || udp
+}
+
+/// Proto's own servers on the server host, as `proto serve all` runs
+/// them: TCP and UDP echo on 8081, TLS and QUIC on 8443. The sockets are
+/// created on a thread inside the server namespace (so they live there);
+/// the tokio runtime drives them from any thread.
+async fn start_default_server(
+    lab: &Lab,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let ip = lab.server_ip();
+    // The certificate also names the lab address, so clients that dial
+    // 10.77.0.2 can verify it without --server-name.
+    let config = ServerConfig::quiet_with_certs(&CertDir::default_dir()?, &[ip.to_string()])?;
+    let listeners = lab
+        .in_server(|| Listeners::bind_all(ip, server::PLAIN_PORT, server::SECURE_PORT))
+        .context("binding the echo servers on the server host")?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = server::run(listeners, config, shutdown).await {
+            eprintln!("proto lab: the in-process server failed: {e:#}");
+        }
+    });
+    Ok(vec![task])
+}
+
+/// The counters as a small table for stderr.
+pub fn counters_table(c: &LinkCounters) -> String {
+    let (u, d) = (&c.client_to_server, &c.server_to_client);
+    let rows: [(&str, u64, u64); 11] = [
+        ("packets sent into the link", u.packets, d.packets),
+        ("bytes sent into the link", u.bytes, d.bytes),
+        (
+            "packets delivered",
+            u.delivered_packets,
+            d.delivered_packets,
+        ),
+        ("bytes delivered", u.delivered_bytes, d.delivered_bytes),
+        ("dropped by loss", u.dropped_loss, d.dropped_loss),
+        ("dropped by full queue", u.dropped_queue, d.dropped_queue),
+        ("duplicated", u.duplicated, d.duplicated),
+        ("reordered", u.reordered, d.reordered),
+        ("queue peak (packets)", u.queue_peak, d.queue_peak),
+        ("in flight at exit", u.in_flight, d.in_flight),
+        ("write errors", u.write_errors, d.write_errors),
+    ];
+    let mut out = format!(
+        "{:<28} {:>14} {:>14}\n",
+        "link counters", "client→server", "server→client"
+    );
+    for (name, up, down) in rows {
+        if name == "write errors" && up == 0 && down == 0 {
+            continue;
+        }
+        out.push_str(&format!("{name:<28} {up:>14} {down:>14}\n"));
+    }
+    out
+}

@@ -1,0 +1,461 @@
+//! Link options shared by every subcommand that uses the lab
+//! (`#[command(flatten)] link: LinkArgs`), and the human-friendly parsers
+//! for durations ("250ms"), rates ("10mbit") and percentages ("2%").
+
+use super::model::{LinkConfig, LossModel};
+use super::LabConfig;
+use std::time::Duration;
+
+/// Options describing the emulated link. Symmetric options apply to both
+/// directions; `--up-*` (client→server) and `--down-*` (server→client)
+/// override one direction.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LinkArgs {
+    /// Round-trip time added by the link (half in each direction), e.g. 329ms.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "delay", help_heading = "Link")]
+    pub rtt: Option<Duration>,
+    /// One-way delay in each direction, e.g. 50ms.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Link")]
+    pub delay: Option<Duration>,
+    /// Delay varies uniformly by ± this much (packets stay in order).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Link")]
+    pub jitter: Option<Duration>,
+    /// Packet loss per direction, e.g. 2% (independent unless --loss-burst).
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Link")]
+    pub loss: Option<f64>,
+    /// Lose packets in bursts of this mean length (Gilbert-Elliott model),
+    /// keeping the overall --loss rate, e.g. --loss 2% --loss-burst 4.
+    #[arg(long, value_name = "PACKETS", help_heading = "Link")]
+    pub loss_burst: Option<f64>,
+    /// Full Gilbert-Elliott loss model, both directions:
+    /// "P(good→bad),P(bad→good),loss in bad[,loss in good]", e.g. 1%,25%,80%,0.1%.
+    #[arg(long, value_parser = parse_gilbert_elliott, value_name = "P,R,H[,K]",
+          conflicts_with_all = ["loss", "loss_burst"], help_heading = "Link")]
+    pub loss_ge: Option<LossModel>,
+    /// Bottleneck rate, e.g. 10mbit, 1.5gbit, 500kbit (bits per second).
+    #[arg(long, value_parser = parse_rate, value_name = "BIT/S", help_heading = "Link")]
+    pub rate: Option<u64>,
+    /// Bottleneck buffer in packets (drop-tail: arrivals to a full queue are
+    /// dropped). Only used with --rate.
+    #[arg(
+        long,
+        value_name = "PACKETS",
+        default_value_t = 100,
+        help_heading = "Link"
+    )]
+    pub queue: usize,
+    /// Share of packets held back so later packets overtake them, e.g. 1%.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Link")]
+    pub reorder: Option<f64>,
+    /// How long a reordered packet is held back.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "10ms", help_heading = "Link")]
+    pub reorder_delay: Duration,
+    /// Share of packets delivered twice, e.g. 1%.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Link")]
+    pub duplicate: Option<f64>,
+    /// Random seed: the same seed gives the same losses, delays and
+    /// duplicates for the same traffic.
+    #[arg(long, default_value_t = 1, help_heading = "Link")]
+    pub seed: u64,
+    /// MTU of the link (largest IP packet), 68..=65535.
+    #[arg(long, default_value_t = 1500, help_heading = "Link")]
+    pub mtu: u32,
+
+    /// One-way delay client→server (overrides --rtt/--delay for that direction).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub up_delay: Option<Duration>,
+    /// One-way delay server→client.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub down_delay: Option<Duration>,
+    /// Jitter client→server.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub up_jitter: Option<Duration>,
+    /// Jitter server→client.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub down_jitter: Option<Duration>,
+    /// Loss client→server.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub up_loss: Option<f64>,
+    /// Loss server→client.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub down_loss: Option<f64>,
+    /// Uplink rate, e.g. --up-rate 10mbit for a slow upload.
+    #[arg(long, value_parser = parse_rate, value_name = "BIT/S", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub up_rate: Option<u64>,
+    /// Downlink rate (server→client).
+    #[arg(long, value_parser = parse_rate, value_name = "BIT/S", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub down_rate: Option<u64>,
+    /// Bottleneck buffer client→server.
+    #[arg(
+        long,
+        value_name = "PACKETS",
+        help_heading = "Asymmetric link (up = client→server, down = server→client)"
+    )]
+    pub up_queue: Option<usize>,
+    /// Bottleneck buffer server→client.
+    #[arg(
+        long,
+        value_name = "PACKETS",
+        help_heading = "Asymmetric link (up = client→server, down = server→client)"
+    )]
+    pub down_queue: Option<usize>,
+    /// Reordering client→server.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub up_reorder: Option<f64>,
+    /// Reordering server→client.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub down_reorder: Option<f64>,
+    /// Duplication client→server.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub up_duplicate: Option<f64>,
+    /// Duplication server→client.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    pub down_duplicate: Option<f64>,
+}
+
+/// Per-direction overrides, to apply the same code to up and down.
+struct Overrides {
+    delay: Option<Duration>,
+    jitter: Option<Duration>,
+    loss: Option<f64>,
+    rate: Option<u64>,
+    queue: Option<usize>,
+    reorder: Option<f64>,
+    duplicate: Option<f64>,
+}
+
+impl LinkArgs {
+    /// Turn the options into a lab configuration (pcap unset).
+    pub fn to_config(&self) -> anyhow::Result<LabConfig> {
+        let one_way = match (self.rtt, self.delay) {
+            (Some(rtt), _) => rtt / 2,
+            (None, Some(d)) => d,
+            (None, None) => Duration::ZERO,
+        };
+        if let Some(b) = self.loss_burst {
+            anyhow::ensure!(
+                b >= 1.0,
+                "--loss-burst is a mean burst length in packets and must be at least 1"
+            );
+        }
+        let up = Overrides {
+            delay: self.up_delay,
+            jitter: self.up_jitter,
+            loss: self.up_loss,
+            rate: self.up_rate,
+            queue: self.up_queue,
+            reorder: self.up_reorder,
+            duplicate: self.up_duplicate,
+        };
+        let down = Overrides {
+            delay: self.down_delay,
+            jitter: self.down_jitter,
+            loss: self.down_loss,
+            rate: self.down_rate,
+            queue: self.down_queue,
+            reorder: self.down_reorder,
+            duplicate: self.down_duplicate,
+        };
+        let build = |o: Overrides| -> anyhow::Result<LinkConfig> {
+            let loss = o.loss.or(self.loss).unwrap_or(0.0);
+            let link = LinkConfig {
+                delay: o.delay.unwrap_or(one_way),
+                jitter: o.jitter.or(self.jitter).unwrap_or_default(),
+                loss: match (loss, self.loss_burst) {
+                    (_, _) if o.loss.is_none() && self.loss_ge.is_some() => {
+                        self.loss_ge.clone().unwrap_or_default()
+                    }
+                    (l, _) if l <= 0.0 => LossModel::None,
+                    (l, Some(burst)) => LossModel::bursty(l, burst),
+                    (l, None) => LossModel::Random { p: l },
+                },
+                rate_bps: o.rate.or(self.rate),
+                queue_packets: o.queue.unwrap_or(self.queue),
+                reorder: o.reorder.or(self.reorder).unwrap_or(0.0),
+                reorder_delay: self.reorder_delay,
+                duplicate: o.duplicate.or(self.duplicate).unwrap_or(0.0),
+            };
+            link.validate().map_err(anyhow::Error::msg)?;
+            Ok(link)
+        };
+        Ok(LabConfig {
+            client_to_server: build(up)?,
+            server_to_client: build(down)?,
+            seed: self.seed,
+            mtu: self.mtu,
+            pcap: None,
+        })
+    }
+}
+
+/// One line describing a direction, e.g. "delay 50ms, loss 2%, rate 10 Mbit/s".
+pub fn describe(link: &LinkConfig) -> String {
+    let mut parts = vec![format!("delay {}", fmt_duration(link.delay))];
+    if !link.jitter.is_zero() {
+        parts.push(format!("jitter ±{}", fmt_duration(link.jitter)));
+    }
+    match link.loss {
+        LossModel::None => {}
+        LossModel::Random { p } => parts.push(format!("loss {}%", p * 100.0)),
+        LossModel::GilbertElliott {
+            p_good_to_bad,
+            p_bad_to_good,
+            loss_in_good,
+            loss_in_bad,
+        } => {
+            let bad = p_good_to_bad / (p_good_to_bad + p_bad_to_good);
+            let mean = bad * loss_in_bad + (1.0 - bad) * loss_in_good;
+            parts.push(format!(
+                "loss {:.3}% in bursts of {:.1}",
+                mean * 100.0,
+                1.0 / p_bad_to_good
+            ))
+        }
+    }
+    if let Some(r) = link.rate_bps {
+        parts.push(format!(
+            "rate {}, queue {} packets",
+            fmt_rate(r),
+            link.queue_packets
+        ));
+    }
+    if link.reorder > 0.0 {
+        parts.push(format!(
+            "reorder {}% (+{})",
+            link.reorder * 100.0,
+            fmt_duration(link.reorder_delay)
+        ));
+    }
+    if link.duplicate > 0.0 {
+        parts.push(format!("duplicate {}%", link.duplicate * 100.0));
+    }
+    parts.join(", ")
+}
+
+pub fn fmt_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us == 0.0 {
+        "0".into()
+    } else if us < 1000.0 {
+        format!("{us}µs")
+    } else if us < 1e6 {
+        format!("{}ms", us / 1000.0)
+    } else {
+        format!("{}s", us / 1e6)
+    }
+}
+
+pub fn fmt_rate(bps: u64) -> String {
+    let b = bps as f64;
+    if b >= 1e9 {
+        format!("{} Gbit/s", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{} Mbit/s", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{} kbit/s", b / 1e3)
+    } else {
+        format!("{bps} bit/s")
+    }
+}
+
+/// Split "12.5ms" into (12.5, "ms").
+fn number_and_unit(s: &str) -> Result<(f64, String), String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number followed by a unit"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{s:?}: must be a non-negative number"));
+    }
+    Ok((value, unit.trim().to_ascii_lowercase()))
+}
+
+/// "250ms", "1.5s", "100us"/"100µs", "2m", or "0".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (v, unit) = number_and_unit(s)?;
+    let secs = match unit.as_str() {
+        "ns" => v / 1e9,
+        "us" | "µs" => v / 1e6,
+        "ms" => v / 1e3,
+        "s" | "sec" => v,
+        "m" | "min" => v * 60.0,
+        "" if v == 0.0 => 0.0,
+        "" => return Err(format!("{s:?}: add a unit, e.g. {v}ms")),
+        u => {
+            return Err(format!(
+                "{s:?}: unknown time unit {u:?} (use ns, us, ms, s, m)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Bits per second: "10mbit", "1.5gbit", "500kbit", "64000bit" or "64000".
+/// (tc's convention: "bit" suffixes are bits; "bps" would be bytes, so we
+/// reject it to avoid an 8× surprise.)
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let (v, unit) = number_and_unit(s)?;
+    let mult = match unit.as_str() {
+        "" | "bit" | "bit/s" => 1.0,
+        "k" | "kbit" | "kbit/s" => 1e3,
+        "m" | "mbit" | "mbit/s" => 1e6,
+        "g" | "gbit" | "gbit/s" => 1e9,
+        u => {
+            return Err(format!(
+                "{s:?}: unknown rate unit {u:?} (use kbit, mbit, gbit)"
+            ))
+        }
+    };
+    let bps = (v * mult).round();
+    if !(1.0..=1e12).contains(&bps) {
+        return Err(format!("{s:?}: rate must be between 1 bit/s and 1000 gbit"));
+    }
+    Ok(bps as u64)
+}
+
+/// "1%,25%,80%[,0.1%]" → Gilbert-Elliott with P(good→bad), P(bad→good),
+/// loss in bad, loss in good (0 if omitted).
+pub fn parse_gilbert_elliott(s: &str) -> Result<LossModel, String> {
+    let parts: Vec<f64> = s.split(',').map(parse_percent).collect::<Result<_, _>>()?;
+    let (p, r, h, k) = match parts[..] {
+        [p, r, h] => (p, r, h, 0.0),
+        [p, r, h, k] => (p, r, h, k),
+        _ => return Err(format!("{s:?}: expected 3 or 4 percentages: P(good→bad),P(bad→good),loss in bad[,loss in good]")),
+    };
+    if r == 0.0 && p > 0.0 {
+        return Err(format!(
+            "{s:?}: with P(bad→good) = 0 the link never recovers"
+        ));
+    }
+    Ok(LossModel::GilbertElliott {
+        p_good_to_bad: p,
+        p_bad_to_good: r,
+        loss_in_good: k,
+        loss_in_bad: h,
+    })
+}
+
+/// A percentage as a probability: "2%" or "2" → 0.02.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix('%').unwrap_or(t).trim();
+    let v: f64 = t
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a percentage like 2%"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{s:?}: must be between 0% and 100%"));
+    }
+    Ok(v / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("100µs"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("ms").is_err());
+        assert!(parse_duration("-5ms").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("10mbit"), Ok(10_000_000));
+        assert_eq!(parse_rate("1gbit"), Ok(1_000_000_000));
+        assert_eq!(parse_rate("1.5Gbit"), Ok(1_500_000_000));
+        assert_eq!(parse_rate("500kbit"), Ok(500_000));
+        assert_eq!(parse_rate("64000"), Ok(64_000));
+        assert!(parse_rate("10mbps").is_err());
+        assert!(parse_rate("0").is_err());
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!(parse_percent("2%"), Ok(0.02));
+        assert_eq!(parse_percent("50"), Ok(0.5));
+        assert_eq!(parse_percent("0.5 %"), Ok(0.005));
+        assert!(parse_percent("101%").is_err());
+        assert!(parse_percent("x").is_err());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        link: LinkArgs,
+    }
+
+    fn config(args: &[&str]) -> LabConfig {
+        let cli = Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied())).unwrap();
+        cli.link.to_config().unwrap()
+    }
+
+    #[test]
+    fn rtt_is_split_between_directions() {
+        let c = config(&["--rtt", "100ms"]);
+        assert_eq!(c.client_to_server.delay, Duration::from_millis(50));
+        assert_eq!(c.server_to_client.delay, Duration::from_millis(50));
+        assert_eq!(c.mtu, 1500);
+    }
+
+    #[test]
+    fn asymmetric_overrides() {
+        let c = config(&[
+            "--rtt",
+            "100ms",
+            "--down-rate",
+            "10mbit",
+            "--up-delay",
+            "10ms",
+            "--loss",
+            "1%",
+        ]);
+        assert_eq!(c.client_to_server.delay, Duration::from_millis(10));
+        assert_eq!(c.server_to_client.delay, Duration::from_millis(50));
+        assert_eq!(c.server_to_client.rate_bps, Some(10_000_000));
+        assert_eq!(c.client_to_server.rate_bps, None);
+        assert_eq!(c.client_to_server.loss, LossModel::Random { p: 0.01 });
+    }
+
+    #[test]
+    fn burst_loss_builds_gilbert_elliott() {
+        let c = config(&["--loss", "2%", "--loss-burst", "4"]);
+        assert!(matches!(
+            c.client_to_server.loss,
+            LossModel::GilbertElliott { .. }
+        ));
+        assert!(describe(&c.client_to_server).contains("bursts of 4.0"));
+    }
+
+    #[test]
+    fn full_gilbert_elliott() {
+        let c = config(&["--loss-ge", "1%,25%,80%"]);
+        assert_eq!(
+            c.server_to_client.loss,
+            LossModel::GilbertElliott {
+                p_good_to_bad: 0.01,
+                p_bad_to_good: 0.25,
+                loss_in_good: 0.0,
+                loss_in_bad: 0.8
+            }
+        );
+        assert!(parse_gilbert_elliott("1%,2%").is_err());
+        assert!(Cli::try_parse_from(["t", "--loss", "1%", "--loss-ge", "1,2,3"]).is_err());
+    }
+
+    #[test]
+    fn rtt_and_delay_conflict() {
+        assert!(Cli::try_parse_from(["t", "--rtt", "1ms", "--delay", "1ms"]).is_err());
+    }
+}

@@ -1,0 +1,393 @@
+//! `proto lab`: a two-host network with an emulated link, inside one process.
+//!
+//! On loopback a round trip takes microseconds, so "TLS 1.2 costs 3 RTT"
+//! cannot be seen. The lab builds a small network where it can:
+//!
+//! ```text
+//!   namespace "client"                                namespace "server"
+//!  ┌──────────────────────┐                         ┌──────────────────────┐
+//!  │ kernel TCP/UDP stack │                         │ kernel TCP/UDP stack │
+//!  │  10.77.0.1           │   proto's forwarder     │  10.77.0.2           │
+//!  │  lab-client (TUN) ───┼──► delay/loss/rate ───► ┼── lab-server (TUN)   │
+//!  │                   ◄──┼─── delay/loss/rate ◄────┼──                    │
+//!  └──────────────────────┘  (one thread per dir.)  └──────────────────────┘
+//! ```
+//!
+//! Both hosts run the kernel's real, unmodified TCP and UDP; only the cable
+//! between them is proto's. See the files for each piece:
+//!
+//! * `model.rs`: what the link does to each packet (pure, seeded, testable);
+//! * `netns.rs`: network namespaces, the "two hosts";
+//! * `tun.rs`: TUN devices, the interfaces whose wire is a file descriptor;
+//! * `forwarder.rs`: the precise-timing threads that carry the packets;
+//! * `pcap.rs`: the capture file writer;
+//! * `child.rs`: running a command "on" a host, and cleaning up after it;
+//! * `args.rs`: the command-line options any subcommand can flatten in.
+
+pub mod args;
+pub mod child;
+pub mod forwarder;
+pub mod model;
+pub mod netns;
+pub mod pcap;
+pub mod tun;
+
+pub use args::LinkArgs;
+pub use model::{DirectionCounters, LinkConfig, LossModel};
+
+use forwarder::{CapturePoint, Direction};
+use model::LinkModel;
+use netns::NetNs;
+use serde::Serialize;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// The client's address on the lab link.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The server's address on the lab link.
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const CLIENT_IF: &str = "lab-client";
+const SERVER_IF: &str = "lab-server";
+
+/// Everything about the emulated network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabConfig {
+    /// The "up" direction.
+    pub client_to_server: LinkConfig,
+    /// The "down" direction.
+    pub server_to_client: LinkConfig,
+    /// Same seed, same drops, delays and duplicates for the same traffic.
+    pub seed: u64,
+    /// MTU of both TUN devices (largest IP packet on the link).
+    pub mtu: u32,
+    /// Write every packet crossing the link to this pcap file.
+    pub pcap: Option<PathBuf>,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            client_to_server: LinkConfig::default(),
+            server_to_client: LinkConfig::default(),
+            seed: 1,
+            mtu: 1500,
+            pcap: None,
+        }
+    }
+}
+
+impl LabConfig {
+    /// The same link both ways.
+    pub fn symmetric(link: LinkConfig) -> LabConfig {
+        LabConfig {
+            client_to_server: link.clone(),
+            server_to_client: link,
+            ..Default::default()
+        }
+    }
+}
+
+/// Counters for both directions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LinkCounters {
+    pub client_to_server: DirectionCounters,
+    pub server_to_client: DirectionCounters,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The machine or the user lacks something the lab needs.
+    #[error("proto lab needs {what}; {how_to_fix}")]
+    Unavailable { what: String, how_to_fix: String },
+    #[error("invalid link settings: {0}")]
+    Config(String),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> LabError {
+    let context = context.into();
+    move |source| LabError::Io { context, source }
+}
+
+/// A running two-namespace network. Dropping it tears everything down.
+#[derive(Debug)]
+pub struct Lab {
+    client_ns: NetNs,
+    server_ns: NetNs,
+    // Kept so the devices live as long as the lab; the threads hold clones.
+    _client_tun: Arc<OwnedFd>,
+    _server_tun: Arc<OwnedFd>,
+    stop: Arc<OwnedFd>,
+    threads: Vec<JoinHandle<DirectionCounters>>,
+    up: Arc<Mutex<DirectionCounters>>,
+    down: Arc<Mutex<DirectionCounters>>,
+    final_counters: Option<LinkCounters>,
+    config: LabConfig,
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+
+fn has_capability(cap: u32) -> bool {
+    // /proc/self/status has "CapEff:\t000001ffffffffff": a hex bit set.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|bits| bits & (1 << cap) != 0)
+}
+
+const SUDO_HINT: &str = "run proto as root, e.g. `sudo proto lab …` (in a container: --cap-add NET_ADMIN --cap-add SYS_ADMIN --device /dev/net/tun)";
+
+impl Lab {
+    /// Check, without changing anything, that this process can build a lab:
+    /// it needs CAP_SYS_ADMIN (new namespaces), CAP_NET_ADMIN (TUN devices,
+    /// addresses) and a usable /dev/net/tun.
+    pub fn check_available() -> Result<(), LabError> {
+        if !has_capability(CAP_SYS_ADMIN) || !has_capability(CAP_NET_ADMIN) {
+            return Err(LabError::Unavailable {
+                what: "the CAP_NET_ADMIN and CAP_SYS_ADMIN capabilities (to create network namespaces and TUN devices)"
+                    .into(),
+                how_to_fix: SUDO_HINT.into(),
+            });
+        }
+        match std::fs::OpenOptions::new().read(true).write(true).open(tun::TUN_PATH) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LabError::Unavailable {
+                what: format!("{} (the TUN/TAP driver), which does not exist here", tun::TUN_PATH),
+                how_to_fix: "load the driver with `sudo modprobe tun` (in a container: --device /dev/net/tun)".into(),
+            }),
+            Err(e) => Err(LabError::Unavailable {
+                what: format!("read/write access to {} ({e})", tun::TUN_PATH),
+                how_to_fix: SUDO_HINT.into(),
+            }),
+        }
+    }
+
+    /// Build the two namespaces, their TUN devices and addresses, and start
+    /// the forwarder threads.
+    pub fn start(config: LabConfig) -> Result<Lab, LabError> {
+        // Settings first: a typo should be reported even without root.
+        for (dir, link) in [
+            ("client→server", &config.client_to_server),
+            ("server→client", &config.server_to_client),
+        ] {
+            link.validate()
+                .map_err(|e| LabError::Config(format!("{dir}: {e}")))?;
+        }
+        if !(68..=65535).contains(&config.mtu) {
+            return Err(LabError::Config(format!(
+                "MTU {} is outside 68..=65535",
+                config.mtu
+            )));
+        }
+        Self::check_available()?;
+
+        let client_ns =
+            NetNs::create().map_err(unavailable_or("creating the client network namespace"))?;
+        let server_ns =
+            NetNs::create().map_err(unavailable_or("creating the server network namespace"))?;
+        let client_tun = host_setup(&client_ns, CLIENT_IF, CLIENT_IP, SERVER_IP, config.mtu)?;
+        let server_tun = host_setup(&server_ns, SERVER_IF, SERVER_IP, CLIENT_IP, config.mtu)?;
+        let client_tun = Arc::new(client_tun.fd);
+        let server_tun = Arc::new(server_tun.fd);
+
+        let pcap = match &config.pcap {
+            None => None,
+            Some(path) => {
+                let file =
+                    File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
+                let w = pcap::PcapWriter::new(
+                    BufWriter::with_capacity(1 << 20, file),
+                    config.mtu.max(1500),
+                )
+                .map_err(io_err("writing the pcap header"))?;
+                Some(Arc::new(Mutex::new(w)))
+            }
+        };
+
+        let stop = Arc::new(forwarder::stop_fd().map_err(io_err("creating an eventfd"))?);
+        let up = Arc::new(Mutex::new(DirectionCounters::default()));
+        let down = Arc::new(Mutex::new(DirectionCounters::default()));
+        let mut lab = Lab {
+            client_ns,
+            server_ns,
+            _client_tun: client_tun.clone(),
+            _server_tun: server_tun.clone(),
+            stop: stop.clone(),
+            threads: Vec::new(),
+            up: up.clone(),
+            down: down.clone(),
+            final_counters: None,
+            config: config.clone(),
+        };
+        let directions = [
+            Direction {
+                name: "lab-up".into(),
+                input: client_tun.clone(),
+                output: server_tun.clone(),
+                model: LinkModel::new(config.client_to_server.clone(), config.seed, 0),
+                mtu: config.mtu as usize,
+                capture: pcap.clone().map(|p| (p, CapturePoint::OnArrival)),
+                shared: up,
+                stop: stop.clone(),
+            },
+            Direction {
+                name: "lab-down".into(),
+                input: server_tun,
+                output: client_tun,
+                model: LinkModel::new(config.server_to_client.clone(), config.seed, 1),
+                mtu: config.mtu as usize,
+                capture: pcap.map(|p| (p, CapturePoint::OnDelivery)),
+                shared: down,
+                stop,
+            },
+        ];
+        for d in directions {
+            // On error `lab` is dropped, which stops the threads already started.
+            lab.threads
+                .push(forwarder::spawn(d).map_err(io_err("starting a forwarder thread"))?);
+        }
+        Ok(lab)
+    }
+
+    pub fn client_ip(&self) -> IpAddr {
+        IpAddr::V4(CLIENT_IP)
+    }
+
+    pub fn server_ip(&self) -> IpAddr {
+        IpAddr::V4(SERVER_IP)
+    }
+
+    pub fn config(&self) -> &LabConfig {
+        &self.config
+    }
+
+    /// Run `f` on a thread inside the server's namespace: sockets it creates
+    /// live on the server host and can be used from any thread afterwards.
+    /// For tokio, create std sockets here, `set_nonblocking(true)`, then
+    /// `tokio::net::TcpListener::from_std` (or quinn's `Endpoint::new`)
+    /// outside. `f` should be quick: the caller blocks until it returns.
+    pub fn in_server<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        run_in(&self.server_ns, f)
+    }
+
+    /// Like [`Lab::in_server`], on the client host.
+    pub fn in_client<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        run_in(&self.client_ns, f)
+    }
+
+    /// The client host's namespace (to spawn processes there, see `child.rs`).
+    pub fn client_ns(&self) -> &NetNs {
+        &self.client_ns
+    }
+
+    /// The server host's namespace.
+    pub fn server_ns(&self) -> &NetNs {
+        &self.server_ns
+    }
+
+    /// A snapshot of the counters (exact once the lab is shut down).
+    pub fn counters(&self) -> LinkCounters {
+        if let Some(c) = self.final_counters {
+            return c;
+        }
+        let get = |m: &Mutex<DirectionCounters>| m.lock().map(|c| *c).unwrap_or_default();
+        LinkCounters {
+            client_to_server: get(&self.up),
+            server_to_client: get(&self.down),
+        }
+    }
+
+    /// Stop the link and return the final counters. The namespaces and
+    /// devices vanish as soon as no socket or process uses them any more.
+    pub fn shutdown(mut self) -> LinkCounters {
+        self.stop_threads();
+        self.counters()
+    }
+
+    fn stop_threads(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        forwarder::signal_stop(&self.stop);
+        let mut finals = Vec::new();
+        for t in self.threads.drain(..) {
+            finals.push(t.join().unwrap_or_default());
+        }
+        if let [up, down] = finals[..] {
+            self.final_counters = Some(LinkCounters {
+                client_to_server: up,
+                server_to_client: down,
+            });
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+fn run_in<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
+    match ns.run(f) {
+        Ok(t) => t,
+        // setns on our own namespace fd, or spawning a thread, failed: the
+        // process is out of resources; nothing sensible to return.
+        Err(e) => panic!("cannot run in the lab namespace: {e}"),
+    }
+}
+
+/// EPERM while creating namespaces means missing privileges, not a bug.
+fn unavailable_or(context: &'static str) -> impl FnOnce(io::Error) -> LabError {
+    move |e| {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            LabError::Unavailable {
+                what: format!("permission for {context} ({e})"),
+                how_to_fix: SUDO_HINT.into(),
+            }
+        } else {
+            LabError::Io {
+                context: context.into(),
+                source: e,
+            }
+        }
+    }
+}
+
+/// Inside `ns`: no IPv6 chatter (router solicitations would otherwise cross
+/// the link and the counters), `lo` up, and a configured TUN device.
+fn host_setup(
+    ns: &NetNs,
+    name: &str,
+    local: Ipv4Addr,
+    peer: Ipv4Addr,
+    mtu: u32,
+) -> Result<tun::Tun, LabError> {
+    let name = name.to_string();
+    ns.run(move || -> Result<tun::Tun, LabError> {
+        // Best effort: the files do not exist when IPv6 is disabled already.
+        let _ = tun::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
+        let _ = tun::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
+        tun::loopback_up().map_err(io_err("bringing up lo"))?;
+        let dev = tun::create(&name).map_err(unavailable_or("creating a TUN device"))?;
+        tun::configure_point_to_point(&name, local, peer, mtu)
+            .map_err(io_err(format!("configuring {name}")))?;
+        Ok(dev)
+    })
+    .map_err(io_err("entering a lab namespace"))?
+}

@@ -1,0 +1,222 @@
+//! `proto compare` end to end: every variant against theory across the
+//! emulated link, the JSON and CSV outputs, the loopback fallback, and
+//! `--to` against a server started separately.
+
+mod common;
+
+use common::{Server, PROTO};
+use std::io::Write;
+use std::process::Command;
+
+/// True when the lab can run; false (after a visible skip message) when it
+/// cannot. With PROTO_LAB_REQUIRED=1 (CI) skipping is a failure.
+fn lab_or_skip(test: &str) -> bool {
+    match proto::lab::Lab::check_available() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
+                "{test}: PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
+            );
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {e}");
+            false
+        }
+    }
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("proto-compare-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "proto compare failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"))
+}
+
+#[test]
+fn every_variant_matches_theory_across_a_60ms_link() {
+    if !lab_or_skip("every_variant_matches_theory_across_a_60ms_link") {
+        return;
+    }
+    let certs = temp_dir("lab");
+    let out = Command::new(PROTO)
+        .args(["compare", "--rtt", "60ms", "--runs", "3", "--json"])
+        .env("PROTO_CERT_DIR", &certs)
+        .output()
+        .unwrap();
+    let report = json_of(&out);
+    assert_eq!(report["environment"], "lab");
+    let variants = report["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 10, "all ten variants by default");
+    for v in variants {
+        let id = v["protocol"].as_str().unwrap();
+        let theory = v["theory_rtts"].as_f64().unwrap();
+        let measured = v["handshake_rtts"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{id} not measured: {}", v["note"]));
+        assert!(
+            (measured - theory).abs() <= 0.1,
+            "{id}: measured {measured:.3} RTT, theory {theory} (note: {})",
+            v["note"]
+        );
+        // The RTT is measured on each connection, and the link's is 60 ms.
+        let rtt = v["rtt"].as_f64().unwrap();
+        assert!((59.0..66.0).contains(&rtt), "{id}: connection RTT {rtt} ms");
+        for sample in v["samples"].as_array().unwrap() {
+            if id.ends_with("-resumed") || id.contains("0rtt") {
+                assert_eq!(sample["resumed"], true, "{id}: every run resumed");
+            }
+            if id.contains("0rtt") {
+                assert_eq!(sample["early_data_accepted"], true, "{id}: the server accepted early data");
+            }
+        }
+    }
+    let link = &report["link"];
+    assert!(link["client_to_server"]["delivered_packets"].as_u64().unwrap_or(0) > 100, "{link}");
+}
+
+#[test]
+fn loopback_json_has_one_object_per_variant() {
+    let certs = temp_dir("json");
+    let out = Command::new(PROTO)
+        .args(["compare", "--loopback", "--protocols", "tcp,tls1.3,quic,udp", "--runs", "2", "--json"])
+        .env("PROTO_CERT_DIR", &certs)
+        .output()
+        .unwrap();
+    let report = json_of(&out);
+    assert_eq!(report["environment"], "loopback");
+    assert_eq!(report["runs"], 2);
+    let ids: Vec<&str> = report["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["protocol"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tcp", "tls1.3", "quic", "udp"]);
+    for v in report["variants"].as_array().unwrap() {
+        for key in [
+            "protocol",
+            "theory_rtts",
+            "handshake_rtts",
+            "handshake_rtts_min",
+            "handshake_rtts_max",
+            "rtt",
+            "first_reply",
+            "matches_theory",
+            "samples",
+        ] {
+            assert!(v.get(key).is_some(), "{}: missing {key}", v["protocol"]);
+        }
+        assert!(v["handshake_rtts"].is_number(), "{} measured", v["protocol"]);
+        assert_eq!(v["samples"].as_array().unwrap().len(), 2);
+    }
+    let tls = &report["variants"][1];
+    assert!(tls["crypto_handshake"].as_f64().unwrap() > 0.0);
+    assert!(tls["handshake_bytes_received"].as_u64().unwrap() > 500, "certificate bytes");
+}
+
+#[test]
+fn csv_has_a_header_and_a_row_per_variant() {
+    let certs = temp_dir("csv");
+    let out = Command::new(PROTO)
+        .args(["compare", "--loopback", "--protocols", "tcp,udp", "--runs", "1", "--csv"])
+        .env("PROTO_CERT_DIR", &certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("protocol,theory_rtts,handshake_rtts,"));
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1].starts_with("tcp,1,"));
+    assert!(lines[2].starts_with("udp,0,"));
+}
+
+/// Without the lab's privileges, compare says so and measures on loopback.
+#[test]
+fn without_privileges_it_falls_back_to_loopback_and_says_why() {
+    let certs = temp_dir("fallback");
+    let mut cmd;
+    if unsafe { libc::geteuid() } == 0 {
+        // Drop root for this one command, as an ordinary user would run it.
+        std::fs::set_permissions(&certs, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", PROTO]);
+    } else {
+        cmd = Command::new(PROTO);
+    }
+    let out = cmd
+        .args(["compare", "--protocols", "tcp", "--runs", "1", "--json"])
+        .env("PROTO_CERT_DIR", &certs)
+        .env("HOME", &certs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the emulated link is not available"), "{stderr}");
+    assert!(stderr.contains("sudo") || stderr.contains("root"), "says how to get it: {stderr}");
+    assert!(stderr.contains("Falling back to loopback"), "{stderr}");
+    let report = json_of(&out);
+    assert_eq!(report["environment"], "loopback");
+}
+
+#[test]
+fn to_measures_a_server_started_separately() {
+    let certs = temp_dir("remote");
+    let certs_arg = certs.to_str().unwrap();
+    // Find a port free for both TCP and UDP, for `serve all`'s plain services.
+    let (plain, secure) = loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let tcp2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port2 = tcp2.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port2)).is_ok() {
+            break (port, port2);
+        }
+    };
+    let server = Server::start(
+        &["all", "--port", &plain.to_string(), "--secure-port", &secure.to_string(), "--cert-dir", certs_arg, "-q"],
+        4,
+    );
+    let out = Command::new(PROTO)
+        .args([
+            "compare",
+            "--to",
+            "127.0.0.1",
+            "--plain-port",
+            &plain.to_string(),
+            "--secure-port",
+            &secure.to_string(),
+            "--ca",
+            &format!("{certs_arg}/ca.pem"),
+            "--protocols",
+            "tcp,tls1.2,tls1.3-0rtt,quic-0rtt,udp",
+            "--runs",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let report = json_of(&out);
+    assert_eq!(report["environment"], "remote");
+    for v in report["variants"].as_array().unwrap() {
+        assert!(v["handshake_rtts"].is_number(), "{} measured: {}", v["protocol"], v["note"]);
+    }
+    let zero_rtt = &report["variants"][2];
+    assert_eq!(zero_rtt["samples"][0]["early_data_accepted"], true, "{zero_rtt}");
+    drop(server);
+}
+
+#[test]
+fn unknown_protocol_is_a_clear_error() {
+    let out = Command::new(PROTO).args(["compare", "--protocols", "tcp,sctp"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sctp") && err.contains("possible values"), "{err}");
+}

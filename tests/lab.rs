@@ -1,0 +1,689 @@
+//! Integration tests for `proto lab` (the emulated link).
+//!
+//! They need root (network namespaces, TUN devices). Without it each test
+//! prints a skip message and passes, unless `PROTO_LAB_REQUIRED=1` is set
+//! (as in CI), in which case skipping is a failure.
+//!
+//! Tests that build a lab run one at a time (a global lock): timing asserts
+//! on a 2-core machine should not compete with a bulk-transfer test.
+
+use proto::lab::{pcap, Lab, LabConfig, LinkConfig, LossModel};
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+static LAB_LOCK: Mutex<()> = Mutex::new(());
+
+/// Some(guard) when the lab can run here; None (after a skip message) when
+/// it cannot. Panics instead of skipping when PROTO_LAB_REQUIRED=1.
+fn lab_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
+    if let Err(e) = Lab::check_available() {
+        if std::env::var("PROTO_LAB_REQUIRED").as_deref() == Ok("1") {
+            panic!("{test}: PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}");
+        }
+        // Written to the real stderr (not eprintln!, which the test harness
+        // captures) so that the skip is visible in a normal `cargo test`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: {e} (set PROTO_LAB_REQUIRED=1 to make this a failure)"
+        );
+        return None;
+    }
+    Some(LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn symmetric_rtt(rtt: Duration) -> LabConfig {
+    LabConfig::symmetric(LinkConfig {
+        delay: rtt / 2,
+        ..Default::default()
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[test]
+fn tcp_connect_takes_one_rtt() {
+    let Some(_guard) = lab_or_skip("tcp_connect_takes_one_rtt") else {
+        return;
+    };
+    let lab = Lab::start(symmetric_rtt(ms(60))).unwrap();
+    let ip = lab.server_ip();
+    let listener = lab.in_server(|| TcpListener::bind((ip, 0))).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        (0..7)
+            .map(|_| listener.accept().unwrap().0)
+            .collect::<Vec<_>>()
+    });
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let (elapsed, _stream) = lab.in_client(|| {
+            let t = Instant::now();
+            let s = TcpStream::connect(addr).unwrap();
+            (t.elapsed(), s)
+        });
+        times.push(elapsed.as_secs_f64() * 1e3);
+    }
+    server.join().unwrap();
+    eprintln!("connect times at 60 ms RTT: {times:.3?}");
+    // SYN (30 ms) + SYN-ACK (30 ms): never less than the RTT...
+    assert!(times.iter().all(|&t| t >= 59.9), "{times:?}");
+    // ...and only timer/scheduling noise above it.
+    let m = median(times);
+    assert!(m < 62.0, "median connect {m} ms for a 60 ms RTT");
+}
+
+#[test]
+fn asymmetric_delays_add_up_to_the_rtt() {
+    let Some(_guard) = lab_or_skip("asymmetric_delays_add_up_to_the_rtt") else {
+        return;
+    };
+    let cfg = LabConfig {
+        client_to_server: LinkConfig {
+            delay: ms(10),
+            ..Default::default()
+        },
+        server_to_client: LinkConfig {
+            delay: ms(40),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let lab = Lab::start(cfg).unwrap();
+    let ip = lab.server_ip();
+    let server = lab.in_server(|| UdpSocket::bind((ip, 0))).unwrap();
+    let to = server.local_addr().unwrap();
+    let client = lab.in_client(|| UdpSocket::bind("0.0.0.0:0")).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let (mut ups, mut rtts) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        let t = Instant::now();
+        client.send_to(b"x", to).unwrap();
+        let (_, from) = server.recv_from(&mut buf).unwrap();
+        ups.push(t.elapsed().as_secs_f64() * 1e3);
+        server.send_to(b"y", from).unwrap();
+        client.recv_from(&mut buf).unwrap();
+        rtts.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    eprintln!("one-way up {ups:.3?}, RTT {rtts:.3?}");
+    assert!(ups.iter().all(|&u| u >= 9.9), "up one-way {ups:?}");
+    assert!(rtts.iter().all(|&r| r >= 49.9), "RTT {rtts:?}");
+    let (up, rtt) = (median(ups), median(rtts));
+    assert!(up < 12.0, "up one-way {up} ms for 10 ms");
+    assert!(rtt < 52.0, "RTT {rtt} ms for 10 + 40 ms");
+}
+
+/// What a receiver saw of a numbered UDP stream.
+#[derive(Debug, Default)]
+struct Received {
+    unique: BTreeSet<u32>,
+    duplicates: u64,
+    late: u64,
+    order: Vec<u32>,
+}
+
+fn receive_numbered(sock: &UdpSocket, quiet: Duration) -> Received {
+    sock.set_read_timeout(Some(quiet)).unwrap();
+    let mut r = Received::default();
+    let mut max: Option<u32> = None;
+    let mut buf = [0u8; 64];
+    while let Ok(n) = sock.recv(&mut buf) {
+        assert_eq!(n, 8);
+        let seq = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        r.order.push(seq);
+        if !r.unique.insert(seq) {
+            r.duplicates += 1;
+        } else if max.is_some_and(|m| seq < m) {
+            r.late += 1;
+        }
+        max = Some(max.map_or(seq, |m| m.max(seq)));
+    }
+    r
+}
+
+/// Room for every datagram even if the receiving thread is descheduled for
+/// a while on a busy machine (SO_RCVBUFFORCE: root may exceed rmem_max).
+fn big_receive_buffer(sock: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 16 << 20;
+    // SAFETY: valid socket fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn numbered_udp_run(seed: u64, n: u32) -> (Received, proto::lab::LinkCounters) {
+    let link = LinkConfig {
+        delay: ms(2),
+        loss: LossModel::Random { p: 0.10 },
+        duplicate: 0.05,
+        reorder: 0.05,
+        reorder_delay: ms(5),
+        ..Default::default()
+    };
+    let lab = Lab::start(LabConfig {
+        seed,
+        ..LabConfig::symmetric(link)
+    })
+    .unwrap();
+    let ip = lab.server_ip();
+    let server = lab.in_server(|| UdpSocket::bind((ip, 0))).unwrap();
+    let to = server.local_addr().unwrap();
+    let client = lab.in_client(|| UdpSocket::bind("0.0.0.0:0")).unwrap();
+    big_receive_buffer(&server);
+    let receiver = std::thread::spawn(move || receive_numbered(&server, ms(1000)));
+    // Paced (about one datagram every 100 µs) so that no socket buffer or
+    // device queue drops anything: every loss must be the link's.
+    let start = Instant::now();
+    for seq in 0..n {
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&seq.to_be_bytes());
+        client.send_to(&msg, to).unwrap();
+        let due = start + Duration::from_micros(100 * seq as u64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let received = receiver.join().unwrap();
+    (received, lab.shutdown())
+}
+
+#[test]
+fn udp_loss_duplication_and_reordering_match_the_counters_exactly() {
+    let Some(_guard) =
+        lab_or_skip("udp_loss_duplication_and_reordering_match_the_counters_exactly")
+    else {
+        return;
+    };
+    let n = 3000;
+    let (r, c) = numbered_udp_run(42, n);
+    let up = c.client_to_server;
+    eprintln!(
+        "received {} unique, {} dups, {} late; counters {up:?}",
+        r.unique.len(),
+        r.duplicates,
+        r.late
+    );
+    assert_eq!(up.packets, n as u64, "only our datagrams crossed the link");
+    assert_eq!(
+        up.dropped_loss,
+        n as u64 - r.unique.len() as u64,
+        "lost = sent - received"
+    );
+    assert_eq!(up.duplicated, r.duplicates);
+    assert_eq!(up.reordered, r.late);
+    assert_eq!(up.delivered_packets, r.order.len() as u64);
+    assert_eq!(up.dropped_queue + up.in_flight + up.write_errors, 0);
+    // The rates are roughly the configured ones...
+    assert!((200..400).contains(&up.dropped_loss), "{up:?}");
+    assert!((80..220).contains(&up.duplicated), "{up:?}");
+    assert!(up.reordered > 50, "{up:?}");
+
+    // ...and the same seed loses and duplicates the same datagrams.
+    let (r2, c2) = numbered_udp_run(42, n);
+    assert_eq!(r.unique, r2.unique);
+    assert_eq!(
+        c.client_to_server.duplicated,
+        c2.client_to_server.duplicated
+    );
+    let (r3, _) = numbered_udp_run(43, n);
+    assert_ne!(r.unique, r3.unique, "another seed loses other datagrams");
+}
+
+#[test]
+fn rate_limit_and_drop_tail_queue() {
+    let Some(_guard) = lab_or_skip("rate_limit_and_drop_tail_queue") else {
+        return;
+    };
+    let rate = 20_000_000u64; // 20 Mbit/s
+    let queue = 50;
+    let cfg = LabConfig {
+        client_to_server: LinkConfig {
+            delay: ms(5),
+            rate_bps: Some(rate),
+            queue_packets: queue,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let lab = Lab::start(cfg).unwrap();
+    let ip = lab.server_ip();
+    let server = lab.in_server(|| UdpSocket::bind((ip, 0))).unwrap();
+    let to = server.local_addr().unwrap();
+    let client = lab.in_client(|| UdpSocket::bind("0.0.0.0:0")).unwrap();
+    const PAYLOAD: usize = 1000;
+    const IP_SIZE: u64 = PAYLOAD as u64 + 28; // + IPv4 (20) and UDP (8) headers
+    let receiver = std::thread::spawn(move || {
+        server.set_read_timeout(Some(ms(500))).unwrap();
+        let mut buf = [0u8; 2048];
+        let (mut first, mut last, mut count) = (None, None, 0u64);
+        while server.recv(&mut buf).is_ok() {
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = Some(now);
+            count += 1;
+        }
+        (first, last, count)
+    });
+    // Offer 30 Mbit/s for 2 s: the bottleneck must hold 20 and drop the rest.
+    let offered = 30_000_000f64;
+    let per_packet = Duration::from_secs_f64(IP_SIZE as f64 * 8.0 / offered);
+    let start = Instant::now();
+    let mut sent = 0u32;
+    while start.elapsed() < Duration::from_secs(2) {
+        client.send_to(&[0u8; PAYLOAD], to).unwrap();
+        sent += 1;
+        if let Some(wait) = (start + per_packet * sent).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let (first, last, count) = receiver.join().unwrap();
+    let c = lab.shutdown().client_to_server;
+    let (first, last) = (first.unwrap(), last.unwrap());
+    // n packets arrive over (n - 1) transmission times.
+    let measured = (count - 1) as f64 * IP_SIZE as f64 * 8.0 / (last - first).as_secs_f64();
+    eprintln!("rate {measured:.0} bit/s for {rate}; {c:?}");
+    assert!(
+        (measured / rate as f64 - 1.0).abs() < 0.03,
+        "measured {measured:.0} bit/s"
+    );
+    assert_eq!(c.packets, sent as u64);
+    assert_eq!(c.delivered_packets, count);
+    assert!(c.dropped_queue > 0, "an overloaded drop-tail queue drops");
+    assert_eq!(c.packets, c.delivered_packets + c.dropped_queue);
+    assert_eq!(c.queue_peak, queue as u64);
+}
+
+#[test]
+fn pcap_parses_back_and_shows_the_handshake_rtt() {
+    let Some(_guard) = lab_or_skip("pcap_parses_back_and_shows_the_handshake_rtt") else {
+        return;
+    };
+    let path = std::env::temp_dir().join(format!("proto-lab-test-{}.pcap", std::process::id()));
+    let cfg = LabConfig {
+        pcap: Some(path.clone()),
+        ..symmetric_rtt(ms(60))
+    };
+    let lab = Lab::start(cfg).unwrap();
+    let ip = lab.server_ip();
+    let listener = lab.in_server(|| TcpListener::bind((ip, 0))).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf.to_ascii_uppercase()).unwrap();
+    });
+    lab.in_client(|| {
+        let mut s = TcpStream::connect((ip, port)).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"HELLO");
+    });
+    server.join().unwrap();
+    let c = lab.shutdown();
+
+    let bytes = std::fs::read(&path).unwrap();
+    let cap = pcap::parse(&bytes).unwrap();
+    assert_eq!(cap.linktype, pcap::LINKTYPE_RAW);
+    // Captured as the client sees it: all it sent, all it received.
+    let expected = c.client_to_server.packets + c.server_to_client.delivered_packets;
+    assert_eq!(cap.records.len() as u64, expected);
+    let tcp_flags = |p: &[u8]| {
+        assert_eq!(p[0] >> 4, 4, "IPv4");
+        assert_eq!(p[9], 6, "TCP");
+        let ihl = (p[0] & 0x0f) as usize * 4;
+        (
+            u16::from_be_bytes([p[ihl], p[ihl + 1]]),
+            u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]),
+            p[ihl + 13],
+        )
+    };
+    let (_, dst, flags) = tcp_flags(&cap.records[0].data);
+    assert_eq!((dst, flags & 0x12), (port, 0x02), "first packet is the SYN");
+    let (src, _, flags) = tcp_flags(&cap.records[1].data);
+    assert_eq!(
+        (src, flags & 0x12),
+        (port, 0x12),
+        "second packet is the SYN-ACK"
+    );
+    let rtt = (cap.records[1].ts_nanos - cap.records[0].ts_nanos) as f64 / 1e6;
+    eprintln!("SYN → SYN-ACK in the capture: {rtt:.3} ms");
+    assert!((59.9..65.0).contains(&rtt), "SYN → SYN-ACK {rtt} ms");
+    assert!(cap
+        .records
+        .windows(2)
+        .all(|w| w[0].ts_nanos <= w[1].ts_nanos));
+
+    // tcpdump, when installed, reads it too.
+    if let Ok(out) = Command::new("tcpdump")
+        .arg("-nn")
+        .arg("-r")
+        .arg(&path)
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "tcpdump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Flags [S]"), "{text}");
+        assert_eq!(text.lines().count() as u64, expected);
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+// ---- the `proto lab` binary -------------------------------------------------
+
+fn proto() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_proto"))
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(marker)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Every network namespace reachable from a process or an open fd, plus
+/// namespaces pinned by a mount (what `ip netns add` does).
+fn network_namespaces() -> (HashSet<String>, usize) {
+    let mut set = HashSet::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+            if let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/net")) {
+                set.insert(link.display().to_string());
+            }
+            if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+                for fd in fds.filter_map(|e| e.ok()) {
+                    if let Ok(link) = std::fs::read_link(fd.path()) {
+                        let l = link.display().to_string();
+                        if l.starts_with("net:[") {
+                            set.insert(l);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" nsfs "))
+        .count();
+    (set, mounts)
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("proto did not exit within {limit:?}");
+        }
+        std::thread::sleep(ms(10));
+    }
+}
+
+/// Waits (bounded) until no process carries `marker`, then asserts it.
+fn assert_no_process_with(marker: &str) {
+    let start = Instant::now();
+    while !processes_with(marker).is_empty() && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(ms(10));
+    }
+    assert_eq!(
+        processes_with(marker),
+        Vec::<i32>::new(),
+        "processes left behind"
+    );
+}
+
+fn assert_no_new_namespaces(before: &(HashSet<String>, usize)) {
+    let after = network_namespaces();
+    let new: Vec<_> = after.0.difference(&before.0).collect();
+    assert!(new.is_empty(), "network namespaces left behind: {new:?}");
+    assert!(after.1 <= before.1, "nsfs mounts left behind");
+}
+
+#[test]
+fn binary_propagates_the_exit_code_and_leaves_nothing_behind() {
+    let Some(_guard) = lab_or_skip("binary_propagates_the_exit_code_and_leaves_nothing_behind")
+    else {
+        return;
+    };
+    let before = network_namespaces();
+    let marker = "1000.123";
+    // A background job that outlives the shell must be cleaned up too.
+    let out = proto()
+        .args(["lab", "--rtt", "60ms", "--", "sh", "-c"])
+        .arg(format!(
+            "test -n \"$PROTO_LAB_SERVER\" || exit 99; sleep {marker} & exit 7"
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("link counters"), "{stderr}");
+    assert_no_process_with(marker);
+    assert_no_new_namespaces(&before);
+}
+
+#[test]
+fn binary_runs_the_default_echo_server_and_prints_json() {
+    let Some(_guard) = lab_or_skip("binary_runs_the_default_echo_server_and_prints_json") else {
+        return;
+    };
+    let out = proto()
+        .args(["lab", "--rtt", "20ms", "--json", "--", "bash", "-c"])
+        .arg("exec 3<>/dev/tcp/$PROTO_LAB_SERVER/8081; echo hello >&3; head -c 6 <&3")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("HELLO\n"), "{stdout}");
+    let json = &stdout[stdout.find('{').unwrap()..];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert!(
+        v["client_to_server"]["packets"].as_u64().unwrap() >= 3,
+        "{v}"
+    );
+    assert!(
+        v["server_to_client"]["delivered_bytes"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+}
+
+#[test]
+fn binary_server_command_runs_in_the_server_namespace() {
+    let Some(_guard) = lab_or_skip("binary_server_command_runs_in_the_server_namespace") else {
+        return;
+    };
+    let marker = "1000.321";
+    let out = proto()
+        .args(["lab", "--delay", "5ms", "--server"])
+        .arg(format!(
+            "nc -l -p 9000 -s $PROTO_LAB_SERVER > /dev/null; sleep {marker}"
+        ))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo hi | nc -q 0 $PROTO_LAB_SERVER 9000 && echo sent",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sent"), "{stdout}");
+    assert_no_process_with(marker);
+}
+
+fn signal_test(signal: i32, expected_code: i32) {
+    let before = network_namespaces();
+    let marker = format!("1000.{signal}45");
+    let mut child = proto()
+        .args(["lab", "--rtt", "10ms", "--", "sh", "-c"])
+        .arg(format!("echo ready; sleep {marker}; echo not-reached"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    // Wait until the sleep is really running, then signal proto only.
+    let start = Instant::now();
+    while processes_with(&marker).is_empty() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(ms(5));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(expected_code));
+    assert_no_process_with(&marker);
+    assert_no_new_namespaces(&before);
+}
+
+#[test]
+fn sigint_kills_the_command_and_tears_down() {
+    let Some(_guard) = lab_or_skip("sigint_kills_the_command_and_tears_down") else {
+        return;
+    };
+    signal_test(libc::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_kills_the_command_and_tears_down() {
+    let Some(_guard) = lab_or_skip("sigterm_kills_the_command_and_tears_down") else {
+        return;
+    };
+    signal_test(libc::SIGTERM, 143);
+}
+
+#[test]
+fn a_panic_inside_proto_leaves_nothing_behind() {
+    let Some(_guard) = lab_or_skip("a_panic_inside_proto_leaves_nothing_behind") else {
+        return;
+    };
+    let before = network_namespaces();
+    let marker = "1000.789";
+    let mut child = proto()
+        .args(["lab", "--rtt", "10ms", "--", "sleep", marker])
+        .env("PROTO_LAB_TEST_PANIC", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(101), "{stderr}");
+    assert!(stderr.contains("PROTO_LAB_TEST_PANIC"), "{stderr}");
+    assert_no_process_with(marker);
+    assert_no_new_namespaces(&before);
+}
+
+/// Runs even without root: proto must explain what is missing, not hang.
+#[test]
+fn without_privileges_proto_says_what_is_missing() {
+    let mut cmd = proto();
+    cmd.args(["lab", "--rtt", "10ms", "--", "true"]);
+    // SAFETY: geteuid is always safe.
+    if unsafe { libc::geteuid() } == 0 {
+        // Drop to "nobody" to see what an ordinary user sees.
+        cmd.uid(65534).gid(65534);
+    }
+    let start = Instant::now();
+    let out = match cmd.output() {
+        Ok(out) => out,
+        // E.g. the target directory sits under a home directory that
+        // "nobody" may not enter: nothing to learn here, not a lab failure.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED without_privileges…: cannot run proto as nobody: {e}"
+            );
+            return;
+        }
+        Err(e) => panic!("running proto: {e}"),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("CAP_NET_ADMIN") && stderr.contains("sudo"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// Runs even without root: bad settings are reported as such.
+#[test]
+fn invalid_settings_are_rejected_before_anything_is_built() {
+    let bad_link = LinkConfig {
+        duplicate: 2.0,
+        ..Default::default()
+    };
+    let err = Lab::start(LabConfig::symmetric(bad_link)).unwrap_err();
+    assert!(matches!(err, proto::lab::LabError::Config(_)), "{err}");
+    let err = Lab::start(LabConfig {
+        mtu: 10,
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("MTU"), "{err}");
+}
