@@ -227,10 +227,18 @@ async fn quic_client_with_a_wrong_alpn_is_refused() {
 async fn garbage_datagrams_are_dropped_and_others_are_unaffected() {
     let server = TestServer::start().await;
     let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    // Text, a truncated long header, a 1200-byte "Initial" of noise.
     let mut noise = vec![0xC3u8, 0, 0, 0, 1, 8];
     noise.extend((0..1194u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8));
-    for datagram in [&b"hello\n"[..], &[0xC0, 0, 0][..], &noise[..], &[][..]] {
+    let garbage: [&[u8]; 7] = [
+        b"0 is not QUIC\n",                    // fixed bit 0: named
+        &[0xC0, 0, 0],                         // truncated long header: named
+        &[0xC0, 0xff, 0, 0, 0x1d, 0],          // unknown version: named
+        &[0xC0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5], // Initial under 1200 bytes: named
+        b"hello\n",                            // looks like a short header: quinn drops it
+        &noise, // looks like an Initial, fails decryption: quinn drops it
+        &[],    // nothing at all
+    ];
+    for datagram in garbage {
         junk.send_to(datagram, server.quic).await.unwrap();
     }
     let opts = ClientQuicOptions::new(&server.trust()).unwrap();
@@ -239,7 +247,14 @@ async fn garbage_datagrams_are_dropped_and_others_are_unaffected() {
         count(&server.stats.quic_connections) == 1
     })
     .await;
-    server.stop().await;
+    wait_until("the named garbage is counted", || {
+        count(&server.stats.invalid_datagrams) == 4
+    })
+    .await;
+    let summary = server.stop().await;
+    assert_eq!(summary.invalid_datagrams, 4);
+    assert_eq!(summary.handshake_failures, 0);
+    assert_eq!(summary.quic_connections, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -447,7 +462,10 @@ async fn quic_checks_the_name_and_server_name_overrides_it() {
     let server = TestServer::start().await;
     let mut opts = ClientQuicOptions::new(&server.trust()).unwrap();
     opts.server_name = Some("wrong.example".into());
-    let err = quic::connect(&server.quic_target(), &opts, LIMIT).await.err().unwrap();
+    let err = quic::connect(&server.quic_target(), &opts, LIMIT)
+        .await
+        .err()
+        .unwrap();
     let text = format!("{err:#}");
     assert!(text.contains("--server-name"), "{text}");
     opts.server_name = Some("localhost".into());
