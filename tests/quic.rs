@@ -473,3 +473,44 @@ async fn quic_checks_the_name_and_server_name_overrides_it() {
     assert_eq!(info.server_name.as_deref(), Some("localhost"));
     server.stop().await;
 }
+
+/// Interoperability with another QUIC v1 implementation (aioquic, Python):
+/// plain QUIC v1 + ALPN, nothing quinn-only. Needs aioquic, so it is opt-in:
+/// `PROTO_AIOQUIC_PYTHON=/path/to/python cargo test --test quic -- --ignored aioquic`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs aioquic: set PROTO_AIOQUIC_PYTHON and run with --ignored"]
+async fn aioquic_client_gets_echo_datagram_and_0rtt() {
+    let python = std::env::var("PROTO_AIOQUIC_PYTHON")
+        .expect("PROTO_AIOQUIC_PYTHON=/path/to/python (with aioquic installed)");
+    let server = TestServer::start().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/aioquic_client.py"
+    );
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(server.quic.port().to_string())
+        .arg(server.certs.ca_cert())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("HELLO FROM AIOQUIC\\nSECOND LINE"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("DATAGRAM FROM AIOQUIC"), "{stdout}");
+    assert!(
+        stdout.contains("resumed True early_data_accepted True"),
+        "{stdout}"
+    );
+    let summary = server.stop().await;
+    assert_eq!(summary.quic_connections, 2);
+    assert_eq!(summary.early_data_accepted, 1);
+}
