@@ -227,10 +227,18 @@ async fn quic_client_with_a_wrong_alpn_is_refused() {
 async fn garbage_datagrams_are_dropped_and_others_are_unaffected() {
     let server = TestServer::start().await;
     let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    // Text, a truncated long header, a 1200-byte "Initial" of noise.
     let mut noise = vec![0xC3u8, 0, 0, 0, 1, 8];
     noise.extend((0..1194u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8));
-    for datagram in [&b"hello\n"[..], &[0xC0, 0, 0][..], &noise[..], &[][..]] {
+    let garbage: [&[u8]; 7] = [
+        b"0 is not QUIC\n",                    // fixed bit 0: named
+        &[0xC0, 0, 0],                         // truncated long header: named
+        &[0xC0, 0xff, 0, 0, 0x1d, 0],          // unknown version: named
+        &[0xC0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5], // Initial under 1200 bytes: named
+        b"hello\n",                            // looks like a short header: quinn drops it
+        &noise, // looks like an Initial, fails decryption: quinn drops it
+        &[],    // nothing at all
+    ];
+    for datagram in garbage {
         junk.send_to(datagram, server.quic).await.unwrap();
     }
     let opts = ClientQuicOptions::new(&server.trust()).unwrap();
@@ -239,7 +247,14 @@ async fn garbage_datagrams_are_dropped_and_others_are_unaffected() {
         count(&server.stats.quic_connections) == 1
     })
     .await;
-    server.stop().await;
+    wait_until("the named garbage is counted", || {
+        count(&server.stats.invalid_datagrams) == 4
+    })
+    .await;
+    let summary = server.stop().await;
+    assert_eq!(summary.invalid_datagrams, 4);
+    assert_eq!(summary.handshake_failures, 0);
+    assert_eq!(summary.quic_connections, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -457,4 +472,45 @@ async fn quic_checks_the_name_and_server_name_overrides_it() {
     let info = echo_once(&server, &opts, "by name").await;
     assert_eq!(info.server_name.as_deref(), Some("localhost"));
     server.stop().await;
+}
+
+/// Interoperability with another QUIC v1 implementation (aioquic, Python):
+/// plain QUIC v1 + ALPN, nothing quinn-only. Needs aioquic, so it is opt-in:
+/// `PROTO_AIOQUIC_PYTHON=/path/to/python cargo test --test quic -- --ignored aioquic`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs aioquic: set PROTO_AIOQUIC_PYTHON and run with --ignored"]
+async fn aioquic_client_gets_echo_datagram_and_0rtt() {
+    let python = std::env::var("PROTO_AIOQUIC_PYTHON")
+        .expect("PROTO_AIOQUIC_PYTHON=/path/to/python (with aioquic installed)");
+    let server = TestServer::start().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/aioquic_client.py"
+    );
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(server.quic.port().to_string())
+        .arg(server.certs.ca_cert())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("HELLO FROM AIOQUIC\\nSECOND LINE"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("DATAGRAM FROM AIOQUIC"), "{stdout}");
+    assert!(
+        stdout.contains("resumed True early_data_accepted True"),
+        "{stdout}"
+    );
+    let summary = server.stop().await;
+    assert_eq!(summary.quic_connections, 2);
+    assert_eq!(summary.early_data_accepted, 1);
 }

@@ -498,3 +498,81 @@ async fn early_data_a_server_rejects_is_resent_after_the_handshake() {
     );
     first.stop().await;
 }
+
+/// The "done when": `proto serve all` in one process; `proto client
+/// tls`, `proto client quic` and `proto client quic --0rtt` each get their
+/// echo and say what they negotiated; one summary at the end counts them.
+#[test]
+fn serve_all_answers_tls_quic_and_quic_0rtt_clients() {
+    let dir = support::temp_dir("all-certs");
+    let bin = env!("CARGO_BIN_EXE_proto");
+    let mut server = Command::new(bin)
+        .args([
+            "serve",
+            "all",
+            "--port",
+            "0",
+            "--secure-port",
+            "0",
+            "--cert-dir",
+        ])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut addrs = std::collections::HashMap::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some((service, addr)) = line
+            .strip_prefix("proto serve: ")
+            .and_then(|rest| rest.split_once(" listening on "))
+        {
+            addrs.insert(service.to_string(), addr.trim().to_string());
+            if addrs.len() == 4 {
+                break;
+            }
+        }
+    }
+    assert_eq!(addrs.len(), 4, "tcp, udp, tls and quic: {addrs:?}");
+    let ca = dir.join("ca.pem");
+    let client = |args: &[&str]| {
+        let output = Command::new(bin)
+            .arg("client")
+            .args(args)
+            .arg("--ca")
+            .arg(&ca)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        (stdout, stderr)
+    };
+    let (out, err) = client(&["tls", &addrs["tls"], "-m", "over tls"]);
+    assert_eq!(out, "OVER TLS\n");
+    assert!(err.contains("negotiated TLS 1.3"), "{err}");
+    let (out, err) = client(&["quic", &addrs["quic"], "-m", "over quic"]);
+    assert_eq!(out, "OVER QUIC\n");
+    assert!(err.contains("negotiated QUIC v1"), "{err}");
+    let (out, err) = client(&["quic", &addrs["quic"], "--0rtt", "-m", "early"]);
+    assert_eq!(out, "EARLY\n");
+    assert!(err.contains("0-RTT early data: sent and accepted"), "{err}");
+    // Ctrl-C: the server prints one summary for all four services.
+    // SAFETY: signalling the child we started, by its pid.
+    unsafe {
+        libc::kill(server.id() as libc::pid_t, libc::SIGINT);
+    }
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let summaries: Vec<&String> = rest.iter().filter(|l| l.contains("served")).collect();
+    assert_eq!(summaries.len(), 1, "{rest:?}");
+    assert!(
+        summaries[0].contains(
+            "1 TLS handshakes, 3 QUIC handshakes (1 resumed, 1 with early data accepted)"
+        ),
+        "{}",
+        summaries[0]
+    );
+}

@@ -112,6 +112,8 @@ pub struct ServerStats {
     pub early_data_accepted: AtomicU64,
     /// TLS or QUIC handshakes that failed or timed out.
     pub handshake_failures: AtomicU64,
+    /// Datagrams to the QUIC port dropped as not (valid) QUIC.
+    pub invalid_datagrams: AtomicU64,
 }
 
 /// What is shared by every task of one server run.
@@ -152,6 +154,8 @@ pub struct ServerSummary {
     pub early_data_accepted: u64,
     /// TLS or QUIC handshakes that failed or timed out.
     pub handshake_failures: u64,
+    /// Datagrams to the QUIC port dropped as not (valid) QUIC.
+    pub invalid_datagrams: u64,
 }
 
 impl std::fmt::Display for ServerSummary {
@@ -177,6 +181,13 @@ impl std::fmt::Display for ServerSummary {
                 self.resumed,
                 self.early_data_accepted,
                 self.handshake_failures
+            )?;
+        }
+        if self.invalid_datagrams > 0 {
+            write!(
+                f,
+                ", {} invalid QUIC datagrams dropped",
+                self.invalid_datagrams
             )?;
         }
         Ok(())
@@ -348,6 +359,7 @@ pub async fn run_observed(
         resumed: s.resumed.load(Relaxed),
         early_data_accepted: s.early_data_accepted.load(Relaxed),
         handshake_failures: s.handshake_failures.load(Relaxed),
+        invalid_datagrams: s.invalid_datagrams.load(Relaxed),
     })
 }
 

@@ -10,8 +10,10 @@
 use super::{session, ServerContext};
 use crate::echo::uppercase_into;
 use crate::transport::quic::QuicHandshakeInfo;
+use quinn::Runtime;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::task::JoinSet;
 
@@ -21,13 +23,22 @@ pub async fn serve(
     config: quinn::ServerConfig,
     ctx: Arc<ServerContext>,
 ) -> anyhow::Result<()> {
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| anyhow::anyhow!("starting the QUIC endpoint: {e}"))?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let socket = runtime
+        .wrap_udp_socket(socket)
+        .map_err(|e| anyhow::anyhow!("registering the QUIC socket: {e}"))?;
+    let socket = Arc::new(InspectingSocket {
+        inner: socket,
+        ctx: ctx.clone(),
+    });
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    // Do not let clients "grease" (randomise) the QUIC fixed bit: then a
+    // datagram whose fixed bit is 0 is certainly not QUIC, and can be
+    // reported as such.
+    endpoint_config.grease_quic_bit(false);
+    let endpoint =
+        quinn::Endpoint::new_with_abstract_socket(endpoint_config, Some(config), socket, runtime)
+            .map_err(|e| anyhow::anyhow!("starting the QUIC endpoint: {e}"))?;
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -223,5 +234,134 @@ fn describe_close(e: &quinn::ConnectionError) -> String {
         quinn::ConnectionError::TimedOut => "idle timeout: the client went silent".into(),
         quinn::ConnectionError::LocallyClosed => "closed by the server".into(),
         other => other.to_string(),
+    }
+}
+
+/// Why the server will drop (or refuse) `datagram` before any connection
+/// sees it, when that can be told from its first bytes; `None` when it
+/// looks like QUIC (it may still fail decryption, and be dropped silently
+/// by quinn: an attacker without the keys cannot forge packets).
+///
+/// ```text
+/// long header:  1 F T T x x x x | version (32) | DCID len | DCID | ...
+/// short header: 0 F x x x x x x | DCID | ...        (F: the fixed bit, 1)
+/// ```
+pub fn classify_datagram(datagram: &[u8]) -> Option<String> {
+    let first = *datagram.first()?;
+    if first & 0x40 == 0 {
+        return Some("not QUIC: the fixed bit (0x40 of the first byte) is 0".into());
+    }
+    if first & 0x80 == 0 {
+        return None; // a short-header packet: only its connection can judge it
+    }
+    let Some(version) = datagram.get(1..5) else {
+        return Some(format!(
+            "a truncated QUIC long header ({} bytes)",
+            datagram.len()
+        ));
+    };
+    let version = u32::from_be_bytes([version[0], version[1], version[2], version[3]]);
+    if version != 1 {
+        return Some(format!(
+            "QUIC version {version:#x} is not supported (answered with Version Negotiation if large enough)"
+        ));
+    }
+    if (first >> 4) & 0x3 == 0 && datagram.len() < 1200 {
+        return Some(format!(
+            "an Initial packet in a datagram of {} bytes: clients must pad the first flight to 1200 bytes (anti-amplification)",
+            datagram.len()
+        ));
+    }
+    None
+}
+
+/// The server's UDP socket, looking at every datagram on its way to quinn
+/// so that obviously bad ones are counted and logged (quinn drops them
+/// silently).
+#[derive(Debug)]
+struct InspectingSocket {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    ctx: Arc<ServerContext>,
+}
+
+impl quinn::AsyncUdpSocket for InspectingSocket {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> Poll<std::io::Result<usize>> {
+        let n = std::task::ready!(self.inner.poll_recv(cx, bufs, meta))?;
+        for (buf, m) in bufs.iter().zip(meta.iter()).take(n) {
+            let Some(received) = buf.get(..m.len) else {
+                continue;
+            };
+            // With GRO, one buffer holds several datagrams of `stride` bytes.
+            for datagram in received.chunks(m.stride.max(1)) {
+                if let Some(why) = classify_datagram(datagram) {
+                    let seen = self.ctx.stats.invalid_datagrams.fetch_add(1, Relaxed) + 1;
+                    // A flood must not become a flood of log lines.
+                    if seen <= 10 || seen.is_multiple_of(1000) {
+                        self.ctx.log(format_args!(
+                            "quic {}: dropped a {}-byte datagram: {why} ({seen} so far)",
+                            m.addr,
+                            datagram.len()
+                        ));
+                    }
+                }
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classify_datagram;
+
+    #[test]
+    fn obvious_garbage_is_named() {
+        assert!(classify_datagram(b"0 is not QUIC")
+            .unwrap()
+            .contains("fixed bit"));
+        // Most ASCII text has the fixed bit set: it looks like a short header.
+        assert_eq!(classify_datagram(b"hello"), None);
+        assert!(classify_datagram(&[0xC0, 0, 0])
+            .unwrap()
+            .contains("truncated"));
+        assert!(classify_datagram(&[0xC0, 0xff, 0, 0, 0x1d, 0])
+            .unwrap()
+            .contains("version"));
+        let short_initial = [0xC0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+        assert!(classify_datagram(&short_initial).unwrap().contains("1200"));
+        let mut initial = vec![0xC3, 0, 0, 0, 1];
+        initial.resize(1200, 0);
+        assert_eq!(classify_datagram(&initial), None);
+        assert_eq!(classify_datagram(&[0x40, 1, 2, 3]), None, "short header");
+        assert_eq!(classify_datagram(&[]), None, "nothing to judge");
     }
 }

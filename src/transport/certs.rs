@@ -175,7 +175,10 @@ impl CertDir {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "proto echo server");
-        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        // No basicConstraints at all: ExplicitNoCa would encode "cA FALSE",
+        // a DEFAULT value that DER forbids and strict parsers (Python's
+        // cryptography, hence aioquic) reject.
+        params.is_ca = rcgen::IsCa::NoCa;
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
@@ -530,6 +533,19 @@ mod tests {
             let ip: IpAddr = name.parse().unwrap();
             assert!(ip.is_ipv4() && !ip.is_loopback());
         }
+    }
+
+    #[test]
+    fn the_server_certificate_has_no_basic_constraints() {
+        // Encoding "cA: FALSE" explicitly breaks strict parsers (aioquic).
+        let dir = CertDir::new(temp_dir("bc"));
+        let id = dir.load_or_create(&[]).unwrap();
+        let oid = [0x06, 0x03, 0x55, 0x1D, 0x13]; // 2.5.29.19 basicConstraints
+        let der = id.chain[0].as_ref();
+        assert!(!der.windows(oid.len()).any(|w| w == oid));
+        let ca = id.ca.as_ref().unwrap().as_ref();
+        assert!(ca.windows(oid.len()).any(|w| w == oid), "the CA has them");
+        let _ = std::fs::remove_dir_all(&dir.dir);
     }
 
     #[test]
