@@ -71,19 +71,36 @@ fn every_variant_matches_theory_across_a_60ms_link() {
                 assert_eq!(sample["resumed"], true, "{id}: every run resumed");
             }
             if id.contains("0rtt") {
-                assert_eq!(sample["early_data_accepted"], true, "{id}: the server accepted early data");
+                assert_eq!(
+                    sample["early_data_accepted"], true,
+                    "{id}: the server accepted early data"
+                );
             }
         }
     }
     let link = &report["link"];
-    assert!(link["client_to_server"]["delivered_packets"].as_u64().unwrap_or(0) > 100, "{link}");
+    assert!(
+        link["client_to_server"]["delivered_packets"]
+            .as_u64()
+            .unwrap_or(0)
+            > 100,
+        "{link}"
+    );
 }
 
 #[test]
 fn loopback_json_has_one_object_per_variant() {
     let certs = temp_dir("json");
     let out = Command::new(PROTO)
-        .args(["compare", "--loopback", "--protocols", "tcp,tls1.3,quic,udp", "--runs", "2", "--json"])
+        .args([
+            "compare",
+            "--loopback",
+            "--protocols",
+            "tcp,tls1.3,quic,udp",
+            "--runs",
+            "2",
+            "--json",
+        ])
         .env("PROTO_CERT_DIR", &certs)
         .output()
         .unwrap();
@@ -111,19 +128,34 @@ fn loopback_json_has_one_object_per_variant() {
         ] {
             assert!(v.get(key).is_some(), "{}: missing {key}", v["protocol"]);
         }
-        assert!(v["handshake_rtts"].is_number(), "{} measured", v["protocol"]);
+        assert!(
+            v["handshake_rtts"].is_number(),
+            "{} measured",
+            v["protocol"]
+        );
         assert_eq!(v["samples"].as_array().unwrap().len(), 2);
     }
     let tls = &report["variants"][1];
     assert!(tls["crypto_handshake"].as_f64().unwrap() > 0.0);
-    assert!(tls["handshake_bytes_received"].as_u64().unwrap() > 500, "certificate bytes");
+    assert!(
+        tls["handshake_bytes_received"].as_u64().unwrap() > 500,
+        "certificate bytes"
+    );
 }
 
 #[test]
 fn csv_has_a_header_and_a_row_per_variant() {
     let certs = temp_dir("csv");
     let out = Command::new(PROTO)
-        .args(["compare", "--loopback", "--protocols", "tcp,udp", "--runs", "1", "--csv"])
+        .args([
+            "compare",
+            "--loopback",
+            "--protocols",
+            "tcp,udp",
+            "--runs",
+            "1",
+            "--csv",
+        ])
         .env("PROTO_CERT_DIR", &certs)
         .output()
         .unwrap();
@@ -143,9 +175,16 @@ fn without_privileges_it_falls_back_to_loopback_and_says_why() {
     let mut cmd;
     if unsafe { libc::geteuid() } == 0 {
         // Drop root for this one command, as an ordinary user would run it.
-        std::fs::set_permissions(&certs, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(&certs, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
         cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", PROTO]);
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            PROTO,
+        ]);
     } else {
         cmd = Command::new(PROTO);
     }
@@ -156,8 +195,14 @@ fn without_privileges_it_falls_back_to_loopback_and_says_why() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("the emulated link is not available"), "{stderr}");
-    assert!(stderr.contains("sudo") || stderr.contains("root"), "says how to get it: {stderr}");
+    assert!(
+        stderr.contains("the emulated link is not available"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sudo") || stderr.contains("root"),
+        "says how to get it: {stderr}"
+    );
     assert!(stderr.contains("Falling back to loopback"), "{stderr}");
     let report = json_of(&out);
     assert_eq!(report["environment"], "loopback");
@@ -181,7 +226,16 @@ fn to_measures_a_server_started_separately() {
         }
     };
     let server = Server::start(
-        &["all", "--port", &plain.to_string(), "--secure-port", &secure.to_string(), "--cert-dir", certs_arg, "-q"],
+        &[
+            "all",
+            "--port",
+            &plain.to_string(),
+            "--secure-port",
+            &secure.to_string(),
+            "--cert-dir",
+            certs_arg,
+            "-q",
+        ],
         4,
     );
     let out = Command::new(PROTO)
@@ -206,17 +260,31 @@ fn to_measures_a_server_started_separately() {
     let report = json_of(&out);
     assert_eq!(report["environment"], "remote");
     for v in report["variants"].as_array().unwrap() {
-        assert!(v["handshake_rtts"].is_number(), "{} measured: {}", v["protocol"], v["note"]);
+        assert!(
+            v["handshake_rtts"].is_number(),
+            "{} measured: {}",
+            v["protocol"],
+            v["note"]
+        );
     }
     let zero_rtt = &report["variants"][2];
-    assert_eq!(zero_rtt["samples"][0]["early_data_accepted"], true, "{zero_rtt}");
+    assert_eq!(
+        zero_rtt["samples"][0]["early_data_accepted"], true,
+        "{zero_rtt}"
+    );
     drop(server);
 }
 
 #[test]
 fn unknown_protocol_is_a_clear_error() {
-    let out = Command::new(PROTO).args(["compare", "--protocols", "tcp,sctp"]).output().unwrap();
+    let out = Command::new(PROTO)
+        .args(["compare", "--protocols", "tcp,sctp"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("sctp") && err.contains("possible values"), "{err}");
+    assert!(
+        err.contains("sctp") && err.contains("possible values"),
+        "{err}"
+    );
 }

@@ -1,19 +1,19 @@
 //! `proto compare`: how many round trips each protocol spends before the
 //! first byte of data gets an answer, side by side with what theory says.
 
+use crate::lab::args::describe;
+use crate::lab::{Lab, LinkArgs};
 use crate::measure::handshake::{measure_variant, Endpoints, Variant, VariantResult};
 use crate::output::compare::{render_csv, render_explanation, render_table, CompareReport};
 use crate::server::{self, Listeners, ServerConfig};
-use crate::lab::args::describe;
-use crate::lab::{Lab, LinkArgs};
 use crate::transport::certs::CertDir;
 use crate::transport::{tcp, tls, Target};
-use std::sync::Arc;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -170,8 +170,11 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
     );
     let server_ip = lab.server_ip();
     // Fast Open needs the kernel's permission on both hosts (per namespace).
-    let fast_open = lab.in_client(enable_fast_open).and(lab.in_server(enable_fast_open));
-    let server_config = ServerConfig::quiet_with_certs(&CertDir::default_dir()?, &[server_ip.to_string()])?;
+    let fast_open = lab
+        .in_client(enable_fast_open)
+        .and(lab.in_server(enable_fast_open));
+    let server_config =
+        ServerConfig::quiet_with_certs(&CertDir::default_dir()?, &[server_ip.to_string()])?;
     let listeners = lab
         .in_server(|| Listeners::bind_all(server_ip, server::PLAIN_PORT, server::SECURE_PORT))
         .context("binding the servers on the lab's server host")?;
@@ -190,7 +193,9 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
     let timeout = args.timeout;
     let mut variants = tokio::task::spawn_blocking(move || {
         client_lab.in_client(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             anyhow::Ok(runtime.block_on(measure_all(&protocols, &endpoints, runs, timeout)))
         })
     })
@@ -199,12 +204,17 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
     shutdown.cancel();
     server.await.context("the in-process server failed")??;
     if let Err(why) = fast_open {
-        for v in variants.iter_mut().filter(|v| v.protocol == Variant::Tls13ZeroRttTfo) {
+        for v in variants
+            .iter_mut()
+            .filter(|v| v.protocol == Variant::Tls13ZeroRttTfo)
+        {
             v.note = Some(format!("TCP Fast Open is not available here: {why}"));
         }
     }
     let counters = match Arc::try_unwrap(lab) {
-        Ok(lab) => tokio::task::spawn_blocking(move || lab.shutdown()).await.ok(),
+        Ok(lab) => tokio::task::spawn_blocking(move || lab.shutdown())
+            .await
+            .ok(),
         Err(lab) => Some(lab.counters()),
     };
     Ok(CompareReport {
@@ -222,7 +232,8 @@ pub const DEFAULT_LAB_RTT: Duration = Duration::from_millis(100);
 /// Lets this thread's network namespace use TCP Fast Open as client and
 /// server (`net.ipv4.tcp_fastopen = 3`). Call it on a thread inside the namespace.
 fn enable_fast_open() -> Result<(), String> {
-    std::fs::write(tcp::FAST_OPEN_SYSCTL, "3").map_err(|e| format!("cannot write {}: {e}", tcp::FAST_OPEN_SYSCTL))
+    std::fs::write(tcp::FAST_OPEN_SYSCTL, "3")
+        .map_err(|e| format!("cannot write {}: {e}", tcp::FAST_OPEN_SYSCTL))
 }
 
 /// The addresses of bound listeners, as the clients will dial them.

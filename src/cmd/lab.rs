@@ -10,11 +10,11 @@
 //! pass on) → stop servers, kill stragglers, tear the lab down → print the
 //! link counters → exit with COMMAND's exit code.
 
-use crate::server::{self, Listeners, ServerConfig};
-use crate::transport::certs::CertDir;
 use crate::lab::args::describe;
 use crate::lab::child::{self, NsChild};
 use crate::lab::{Lab, LinkArgs, LinkCounters};
+use crate::server::{self, Listeners, ServerConfig};
+use crate::transport::certs::CertDir;
 use anyhow::{bail, Context};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
