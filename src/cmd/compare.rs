@@ -81,6 +81,7 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
             runs,
             variants,
             link: None,
+            configured_rtt_ms: None,
         }
     } else if args.loopback {
         loopback(&args, runs).await?
@@ -143,6 +144,7 @@ async fn loopback(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareRepo
         runs,
         variants,
         link: None,
+        configured_rtt_ms: None,
     })
 }
 
@@ -157,6 +159,8 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
         link.rtt = Some(DEFAULT_LAB_RTT);
     }
     let config = link.to_config()?;
+    let configured_rtt_ms =
+        Some((config.client_to_server.delay + config.server_to_client.delay).as_secs_f64() * 1e3);
     let setting = format!(
         "Measured across proto's emulated link (client→server: {}; server→client: {}), \
          {runs} runs per variant after a warm-up.",
@@ -223,6 +227,7 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
         runs,
         variants,
         link: counters.and_then(|c| serde_json::to_value(c).ok()),
+        configured_rtt_ms,
     })
 }
 
