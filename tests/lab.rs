@@ -6,6 +6,9 @@
 //!
 //! Tests that build a lab run one at a time (a global lock): timing asserts
 //! on a 2-core machine should not compete with a bulk-transfer test.
+//! Timing upper bounds get up to 3 attempts (see `with_attempts`): other
+//! programs hogging the CPUs can delay packets by milliseconds, which says
+//! nothing about the emulator; a real timing bug fails every attempt.
 
 use proto::lab::{pcap, Lab, LabConfig, LinkConfig, LossModel};
 use std::collections::{BTreeSet, HashSet};
