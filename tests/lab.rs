@@ -617,6 +617,18 @@ fn binary_server_command_runs_in_the_server_namespace() {
     let Some(_guard) = lab_or_skip("binary_server_command_runs_in_the_server_namespace") else {
         return;
     };
+    // Needs OpenBSD netcat (Debian/Ubuntu package netcat-openbsd).
+    let has_nc = Command::new("sh")
+        .args(["-c", "command -v nc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nc {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED binary_server_command_runs_in_the_server_namespace: no `nc` (apt install netcat-openbsd)"
+        );
+        return;
+    }
     let marker = "1000.321";
     let out = proto()
         .args(["lab", "--delay", "5ms", "--server"])
