@@ -327,6 +327,7 @@ fn rate_attempt() -> Result<(), String> {
     let server = lab.in_server(|| UdpSocket::bind((ip, 0))).unwrap();
     let to = server.local_addr().unwrap();
     let client = lab.in_client(|| UdpSocket::bind("0.0.0.0:0")).unwrap();
+    big_receive_buffer(&server);
     const PAYLOAD: usize = 1000;
     const IP_SIZE: u64 = PAYLOAD as u64 + 28; // + IPv4 (20) and UDP (8) headers
     urgent();
