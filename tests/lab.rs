@@ -333,7 +333,7 @@ fn rate_attempt() -> Result<(), String> {
     urgent();
     let receiver = std::thread::spawn(move || {
         urgent();
-        server.set_read_timeout(Some(ms(500))).unwrap();
+        server.set_read_timeout(Some(ms(2000))).unwrap();
         let mut buf = [0u8; 2048];
         let (mut first, mut last, mut count) = (None, None, 0u64);
         while server.recv(&mut buf).is_ok() {
@@ -364,7 +364,6 @@ fn rate_attempt() -> Result<(), String> {
     eprintln!("rate {measured:.0} bit/s for {rate}; {c:?}");
     // Exact bookkeeping: everything that entered the link was delivered or
     // dropped by the full queue, and the queue filled up.
-    assert_eq!(c.delivered_packets, count);
     assert!(c.dropped_queue > 0, "an overloaded drop-tail queue drops");
     assert_eq!(c.packets, c.delivered_packets + c.dropped_queue);
     assert_eq!(c.queue_peak, queue as u64);
@@ -372,6 +371,13 @@ fn rate_attempt() -> Result<(), String> {
     // before they reach the link; on a quiet machine none are.
     if c.packets != sent as u64 {
         return Err(format!("{sent} sent, {} reached the link", c.packets));
+    }
+    // Likewise a starved receiver may miss some.
+    if c.delivered_packets != count {
+        return Err(format!(
+            "{} delivered, {count} received",
+            c.delivered_packets
+        ));
     }
     if (measured / rate as f64 - 1.0).abs() < 0.03 {
         Ok(())
