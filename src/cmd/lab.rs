@@ -333,3 +333,25 @@ pub fn counters_table(c: &LinkCounters) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_table_lists_both_directions() {
+        let mut c = LinkCounters::default();
+        c.client_to_server.packets = 12;
+        c.server_to_client.dropped_loss = 3;
+        let t = counters_table(&c);
+        assert!(t.starts_with("link counters"));
+        let line = t.lines().find(|l| l.starts_with("packets sent")).unwrap();
+        assert!(line.ends_with("12              0"), "{line}");
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("dropped by loss"))
+            .unwrap();
+        assert!(line.ends_with("0              3"), "{line}");
+        assert!(!t.contains("write errors"), "hidden while zero");
+    }
+}
