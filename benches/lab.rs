@@ -33,8 +33,11 @@ fn main() {
     }
     if wanted("throughput") {
         for mtu in [1500, 9000, 65000] {
-            throughput(mtu);
+            throughput(mtu, Duration::ZERO);
         }
+    }
+    if wanted("delayed") {
+        throughput(1500, Duration::from_millis(20));
     }
 }
 
@@ -171,16 +174,20 @@ fn delay_error() {
     );
 }
 
-fn throughput(mtu: u32) {
+fn throughput(mtu: u32, rtt: Duration) {
+    let link = LinkConfig {
+        delay: rtt / 2,
+        ..Default::default()
+    };
     let lab = Lab::start(LabConfig {
         mtu,
-        ..Default::default()
+        ..LabConfig::symmetric(link)
     })
     .expect("lab");
     let ip = lab.server_ip();
     let listener = lab.in_server(|| TcpListener::bind((ip, 0)).unwrap());
     let to = listener.local_addr().unwrap();
-    let secs = 3.0;
+    let secs = if rtt.is_zero() { 3.0 } else { 5.0 };
     let receiver = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 1 << 20];
@@ -208,7 +215,7 @@ fn throughput(mtu: u32) {
     let c = lab.shutdown();
     let gbit = bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9;
     println!(
-        "bulk TCP at MTU {mtu}: {gbit:.2} Gbit/s ({:.0} MB/s) goodput, {} packets client→server",
+        "bulk TCP at MTU {mtu}, RTT {rtt:?}: {gbit:.2} Gbit/s ({:.0} MB/s) goodput, {} packets client→server",
         gbit * 1e3 / 8.0,
         c.client_to_server.packets
     );

@@ -6,6 +6,9 @@
 //!
 //! Tests that build a lab run one at a time (a global lock): timing asserts
 //! on a 2-core machine should not compete with a bulk-transfer test.
+//! Timing upper bounds get up to 3 attempts (see `with_attempts`): other
+//! programs hogging the CPUs can delay packets by milliseconds, which says
+//! nothing about the emulator; a real timing bug fails every attempt.
 
 use proto::lab::{pcap, Lab, LabConfig, LinkConfig, LossModel};
 use std::collections::{BTreeSet, HashSet};
@@ -36,6 +39,16 @@ fn lab_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+/// Raise the calling thread to the highest nice priority (we are root when
+/// these tests run), so that a busy machine delays our *measurements* less:
+/// the tests time the link, not the scheduler.
+fn urgent() {
+    // SAFETY: setpriority on the calling thread's own id.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -20);
+    }
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -45,6 +58,24 @@ fn symmetric_rtt(rtt: Duration) -> LabConfig {
         delay: rtt / 2,
         ..Default::default()
     })
+}
+
+/// Timing upper bounds can be broken by a busy machine (another program
+/// holding both CPUs), never by luck in the other direction. So a timing
+/// check gets up to 3 attempts: a real regression fails all of them.
+/// Lower bounds ("never faster than the RTT") are asserted directly.
+fn with_attempts(test: &str, mut attempt: impl FnMut() -> Result<(), String>) {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match attempt() {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("{test}: attempt failed: {e}");
+                failures.push(e);
+            }
+        }
+    }
+    panic!("{test}: all attempts failed: {failures:#?}");
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -61,27 +92,31 @@ fn tcp_connect_takes_one_rtt() {
     let ip = lab.server_ip();
     let listener = lab.in_server(|| TcpListener::bind((ip, 0))).unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        (0..7)
-            .map(|_| listener.accept().unwrap().0)
-            .collect::<Vec<_>>()
+    // No accept() needed: the kernel completes the handshake on its own
+    // and queues the connection in the listen backlog.
+    with_attempts("tcp_connect_takes_one_rtt", || {
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let (elapsed, _stream) = lab.in_client(|| {
+                urgent();
+                let t = Instant::now();
+                let s = TcpStream::connect(addr).unwrap();
+                (t.elapsed(), s)
+            });
+            times.push(elapsed.as_secs_f64() * 1e3);
+        }
+        eprintln!("connect times at 60 ms RTT: {times:.3?}");
+        // SYN (30 ms) + SYN-ACK (30 ms): never less than the RTT...
+        assert!(times.iter().all(|&t| t >= 59.9), "{times:?}");
+        // ...and only timer/scheduling noise above it.
+        let m = median(times);
+        if m < 62.0 {
+            Ok(())
+        } else {
+            Err(format!("median connect {m} ms for a 60 ms RTT"))
+        }
     });
-    let mut times = Vec::new();
-    for _ in 0..7 {
-        let (elapsed, _stream) = lab.in_client(|| {
-            let t = Instant::now();
-            let s = TcpStream::connect(addr).unwrap();
-            (t.elapsed(), s)
-        });
-        times.push(elapsed.as_secs_f64() * 1e3);
-    }
-    server.join().unwrap();
-    eprintln!("connect times at 60 ms RTT: {times:.3?}");
-    // SYN (30 ms) + SYN-ACK (30 ms): never less than the RTT...
-    assert!(times.iter().all(|&t| t >= 59.9), "{times:?}");
-    // ...and only timer/scheduling noise above it.
-    let m = median(times);
-    assert!(m < 62.0, "median connect {m} ms for a 60 ms RTT");
+    drop(listener);
 }
 
 #[test]
@@ -89,6 +124,7 @@ fn asymmetric_delays_add_up_to_the_rtt() {
     let Some(_guard) = lab_or_skip("asymmetric_delays_add_up_to_the_rtt") else {
         return;
     };
+    urgent();
     let cfg = LabConfig {
         client_to_server: LinkConfig {
             delay: ms(10),
@@ -112,22 +148,29 @@ fn asymmetric_delays_add_up_to_the_rtt() {
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let mut buf = [0u8; 16];
-    let (mut ups, mut rtts) = (Vec::new(), Vec::new());
-    for _ in 0..7 {
-        let t = Instant::now();
-        client.send_to(b"x", to).unwrap();
-        let (_, from) = server.recv_from(&mut buf).unwrap();
-        ups.push(t.elapsed().as_secs_f64() * 1e3);
-        server.send_to(b"y", from).unwrap();
-        client.recv_from(&mut buf).unwrap();
-        rtts.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    eprintln!("one-way up {ups:.3?}, RTT {rtts:.3?}");
-    assert!(ups.iter().all(|&u| u >= 9.9), "up one-way {ups:?}");
-    assert!(rtts.iter().all(|&r| r >= 49.9), "RTT {rtts:?}");
-    let (up, rtt) = (median(ups), median(rtts));
-    assert!(up < 12.0, "up one-way {up} ms for 10 ms");
-    assert!(rtt < 52.0, "RTT {rtt} ms for 10 + 40 ms");
+    with_attempts("asymmetric_delays_add_up_to_the_rtt", || {
+        let (mut ups, mut rtts) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            let t = Instant::now();
+            client.send_to(b"x", to).unwrap();
+            let (_, from) = server.recv_from(&mut buf).unwrap();
+            ups.push(t.elapsed().as_secs_f64() * 1e3);
+            server.send_to(b"y", from).unwrap();
+            client.recv_from(&mut buf).unwrap();
+            rtts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        eprintln!("one-way up {ups:.3?}, RTT {rtts:.3?}");
+        assert!(ups.iter().all(|&u| u >= 9.9), "up one-way {ups:?}");
+        assert!(rtts.iter().all(|&r| r >= 49.9), "RTT {rtts:?}");
+        let (up, rtt) = (median(ups), median(rtts));
+        if up < 12.0 && rtt < 52.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "up one-way {up} ms for 10 ms, RTT {rtt} ms for 10 + 40 ms"
+            ))
+        }
+    });
 }
 
 /// What a receiver saw of a numbered UDP stream.
@@ -194,7 +237,11 @@ fn numbered_udp_run(seed: u64, n: u32) -> (Received, proto::lab::LinkCounters) {
     let to = server.local_addr().unwrap();
     let client = lab.in_client(|| UdpSocket::bind("0.0.0.0:0")).unwrap();
     big_receive_buffer(&server);
-    let receiver = std::thread::spawn(move || receive_numbered(&server, ms(1000)));
+    let receiver = std::thread::spawn(move || {
+        urgent();
+        receive_numbered(&server, ms(1000))
+    });
+    urgent();
     // Paced (about one datagram every 100 µs) so that no socket buffer or
     // device queue drops anything: every loss must be the link's.
     let start = Instant::now();
@@ -258,8 +305,14 @@ fn rate_limit_and_drop_tail_queue() {
     let Some(_guard) = lab_or_skip("rate_limit_and_drop_tail_queue") else {
         return;
     };
+    with_attempts("rate_limit_and_drop_tail_queue", rate_attempt);
+}
+
+fn rate_attempt() -> Result<(), String> {
     let rate = 20_000_000u64; // 20 Mbit/s
-    let queue = 50;
+                              // 200 packets = 82 ms of buffer at 20 Mbit/s: the queue stays busy even
+                              // if a loaded machine pauses our sender for a while.
+    let queue = 200;
     let cfg = LabConfig {
         client_to_server: LinkConfig {
             delay: ms(5),
@@ -274,10 +327,13 @@ fn rate_limit_and_drop_tail_queue() {
     let server = lab.in_server(|| UdpSocket::bind((ip, 0))).unwrap();
     let to = server.local_addr().unwrap();
     let client = lab.in_client(|| UdpSocket::bind("0.0.0.0:0")).unwrap();
+    big_receive_buffer(&server);
     const PAYLOAD: usize = 1000;
     const IP_SIZE: u64 = PAYLOAD as u64 + 28; // + IPv4 (20) and UDP (8) headers
+    urgent();
     let receiver = std::thread::spawn(move || {
-        server.set_read_timeout(Some(ms(500))).unwrap();
+        urgent();
+        server.set_read_timeout(Some(ms(2000))).unwrap();
         let mut buf = [0u8; 2048];
         let (mut first, mut last, mut count) = (None, None, 0u64);
         while server.recv(&mut buf).is_ok() {
@@ -288,8 +344,8 @@ fn rate_limit_and_drop_tail_queue() {
         }
         (first, last, count)
     });
-    // Offer 30 Mbit/s for 2 s: the bottleneck must hold 20 and drop the rest.
-    let offered = 30_000_000f64;
+    // Offer 40 Mbit/s for 2 s: the bottleneck must hold 20 and drop the rest.
+    let offered = 40_000_000f64;
     let per_packet = Duration::from_secs_f64(IP_SIZE as f64 * 8.0 / offered);
     let start = Instant::now();
     let mut sent = 0u32;
@@ -306,15 +362,28 @@ fn rate_limit_and_drop_tail_queue() {
     // n packets arrive over (n - 1) transmission times.
     let measured = (count - 1) as f64 * IP_SIZE as f64 * 8.0 / (last - first).as_secs_f64();
     eprintln!("rate {measured:.0} bit/s for {rate}; {c:?}");
-    assert!(
-        (measured / rate as f64 - 1.0).abs() < 0.03,
-        "measured {measured:.0} bit/s"
-    );
-    assert_eq!(c.packets, sent as u64);
-    assert_eq!(c.delivered_packets, count);
+    // Exact bookkeeping: everything that entered the link was delivered or
+    // dropped by the full queue, and the queue filled up.
     assert!(c.dropped_queue > 0, "an overloaded drop-tail queue drops");
     assert_eq!(c.packets, c.delivered_packets + c.dropped_queue);
     assert_eq!(c.queue_peak, queue as u64);
+    // A starved sender may have its datagrams dropped by its own kernel
+    // before they reach the link; on a quiet machine none are.
+    if c.packets != sent as u64 {
+        return Err(format!("{sent} sent, {} reached the link", c.packets));
+    }
+    // Likewise a starved receiver may miss some.
+    if c.delivered_packets != count {
+        return Err(format!(
+            "{} delivered, {count} received",
+            c.delivered_packets
+        ));
+    }
+    if (measured / rate as f64 - 1.0).abs() < 0.03 {
+        Ok(())
+    } else {
+        Err(format!("measured {measured:.0} bit/s for {rate}"))
+    }
 }
 
 #[test]
@@ -322,6 +391,10 @@ fn pcap_parses_back_and_shows_the_handshake_rtt() {
     let Some(_guard) = lab_or_skip("pcap_parses_back_and_shows_the_handshake_rtt") else {
         return;
     };
+    with_attempts("pcap_parses_back_and_shows_the_handshake_rtt", pcap_attempt);
+}
+
+fn pcap_attempt() -> Result<(), String> {
     let path = std::env::temp_dir().join(format!("proto-lab-test-{}.pcap", std::process::id()));
     let cfg = LabConfig {
         pcap: Some(path.clone()),
@@ -332,12 +405,14 @@ fn pcap_parses_back_and_shows_the_handshake_rtt() {
     let listener = lab.in_server(|| TcpListener::bind((ip, 0))).unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
+        urgent();
         let (mut s, _) = listener.accept().unwrap();
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).unwrap();
         s.write_all(&buf.to_ascii_uppercase()).unwrap();
     });
     lab.in_client(|| {
+        urgent();
         let mut s = TcpStream::connect((ip, port)).unwrap();
         s.write_all(b"hello").unwrap();
         let mut buf = [0u8; 5];
@@ -373,7 +448,7 @@ fn pcap_parses_back_and_shows_the_handshake_rtt() {
     );
     let rtt = (cap.records[1].ts_nanos - cap.records[0].ts_nanos) as f64 / 1e6;
     eprintln!("SYN → SYN-ACK in the capture: {rtt:.3} ms");
-    assert!((59.9..65.0).contains(&rtt), "SYN → SYN-ACK {rtt} ms");
+    assert!(rtt >= 59.9, "SYN → SYN-ACK {rtt} ms");
     assert!(cap
         .records
         .windows(2)
@@ -396,6 +471,13 @@ fn pcap_parses_back_and_shows_the_handshake_rtt() {
         assert_eq!(text.lines().count() as u64, expected);
     }
     let _ = std::fs::remove_file(&path);
+    if rtt < 62.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "SYN → SYN-ACK {rtt} ms in the capture for a 60 ms RTT"
+        ))
+    }
 }
 
 // ---- the `proto lab` binary -------------------------------------------------
@@ -542,6 +624,18 @@ fn binary_server_command_runs_in_the_server_namespace() {
     let Some(_guard) = lab_or_skip("binary_server_command_runs_in_the_server_namespace") else {
         return;
     };
+    // Needs OpenBSD netcat (Debian/Ubuntu package netcat-openbsd).
+    let has_nc = Command::new("sh")
+        .args(["-c", "command -v nc"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_nc {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED binary_server_command_runs_in_the_server_namespace: no `nc` (apt install netcat-openbsd)"
+        );
+        return;
+    }
     let marker = "1000.321";
     let out = proto()
         .args(["lab", "--delay", "5ms", "--server"])

@@ -23,6 +23,15 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// eprintln! that ignores a closed stderr (`proto lab … 2>&1 | head`)
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
 The client host is 10.77.0.1 and the server host 10.77.0.2; COMMAND gets
@@ -70,18 +79,18 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     // Kills anything COMMAND left running, also if we unwind from a panic.
     let _sweeper = OrphanSweeper;
 
-    eprintln!(
+    say!(
         "proto lab: client {} ⇄ server {}  (MTU {}, seed {})",
         lab.client_ip(),
         lab.server_ip(),
         banner_config.mtu,
         banner_config.seed
     );
-    eprintln!(
+    say!(
         "  up   client→server: {}",
         describe(&banner_config.client_to_server)
     );
-    eprintln!(
+    say!(
         "  down server→client: {}",
         describe(&banner_config.server_to_client)
     );
@@ -129,12 +138,13 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("tearing down the lab")?;
 
-    eprint!("{}", counters_table(&counters));
+    // write! instead of print!: a closed pipe (`proto lab … | head`) must
+    // not turn into a panic at the very end.
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(counters_table(&counters).as_bytes());
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&counters).context("encoding counters")?
-        );
+        let json = serde_json::to_string_pretty(&counters).context("encoding counters")?;
+        let _ = writeln!(std::io::stdout(), "{json}");
     }
     let code = match signalled {
         Some(sig) => 128 + sig as u8,
@@ -180,7 +190,7 @@ async fn start_server(
     match command {
         None => {
             let tasks = start_default_server(lab, shutdown).await?;
-            eprintln!(
+            say!(
                 "  server: proto's echo servers on {}: TCP and UDP 8081, TLS and QUIC 8443",
                 lab.server_ip()
             );
@@ -194,7 +204,7 @@ async fn start_server(
                 .env("PROTO_LAB_CLIENT", lab.client_ip().to_string());
             let mut child = NsChild::spawn(lab.server_ns(), cmd)
                 .with_context(|| format!("starting the server {cmd_line:?}"))?;
-            eprintln!("  server: {cmd_line}");
+            say!("  server: {cmd_line}");
             wait_for_listener(lab, &mut child, Duration::from_secs(5)).await?;
             Ok(ServerSide::Command(child))
         }
@@ -214,9 +224,7 @@ async fn wait_for_listener(lab: &Lab, child: &mut NsChild, limit: Duration) -> a
             bail!("the server command exited ({status}) before listening on any port");
         }
         if start.elapsed() > limit {
-            eprintln!(
-                "  (server has no listening socket after {limit:?}; starting COMMAND anyway)"
-            );
+            say!("  (server has no listening socket after {limit:?}; starting COMMAND anyway)");
             return Ok(());
         }
     }
@@ -291,4 +299,26 @@ pub fn counters_table(c: &LinkCounters) -> String {
         out.push_str(&format!("{name:<28} {up:>14} {down:>14}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_table_lists_both_directions() {
+        let mut c = LinkCounters::default();
+        c.client_to_server.packets = 12;
+        c.server_to_client.dropped_loss = 3;
+        let t = counters_table(&c);
+        assert!(t.starts_with("link counters"));
+        let line = t.lines().find(|l| l.starts_with("packets sent")).unwrap();
+        assert!(line.ends_with("12              0"), "{line}");
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("dropped by loss"))
+            .unwrap();
+        assert!(line.ends_with("0              3"), "{line}");
+        assert!(!t.contains("write errors"), "hidden while zero");
+    }
 }

@@ -204,3 +204,27 @@ fn children_of(parent: i32) -> Vec<i32> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention() {
+        // A wait status: exit code in bits 8..16, or the signal in bits 0..7.
+        assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(exit_code(ExitStatus::from_raw(0)), 0);
+        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGKILL)), 137);
+        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGINT)), 130);
+    }
+
+    #[test]
+    fn children_of_finds_our_child() {
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        // SAFETY: getpid is always safe.
+        let me = unsafe { libc::getpid() };
+        assert!(children_of(me).contains(&(child.id() as i32)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

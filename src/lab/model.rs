@@ -749,3 +749,79 @@ mod tests {
         .is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Properties that must hold for *any* settings and traffic.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> impl Strategy<Value = LinkConfig> {
+        (
+            0u64..50_000,                              // delay µs
+            0u64..20_000,                              // jitter µs
+            0.0f64..0.5,                               // loss
+            prop::option::of(100_000u64..100_000_000), // rate
+            1usize..50,                                // queue
+            0.0f64..0.3,                               // reorder
+            0.0f64..0.3,                               // duplicate
+        )
+            .prop_map(|(d, j, loss, rate, queue, reorder, duplicate)| LinkConfig {
+                delay: Duration::from_micros(d),
+                jitter: Duration::from_micros(j),
+                loss: LossModel::Random { p: loss },
+                rate_bps: rate,
+                queue_packets: queue,
+                reorder,
+                reorder_delay: Duration::from_millis(3),
+                duplicate,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_packet_is_accounted_for_and_never_early(
+            cfg in config(),
+            seed in any::<u64>(),
+            gaps in prop::collection::vec((0u64..3_000, 40usize..1500), 1..300),
+        ) {
+            let mut m = LinkModel::new(cfg.clone(), seed, 0);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut last_in_order: Option<Instant> = None;
+            let mut scheduled = 0u64;
+            let mut departures = Vec::new();
+            for (gap_us, len) in gaps {
+                now += Duration::from_micros(gap_us);
+                let a = m.arrive(now, len);
+                if let Verdict::Deliver { at, copy_at } = a.verdict {
+                    // Never before the minimum one-way delay.
+                    prop_assert!(at >= now + cfg.delay.saturating_sub(cfg.jitter));
+                    if cfg.reorder == 0.0 {
+                        // Without --reorder, departures keep arrival order.
+                        prop_assert!(last_in_order.is_none_or(|l| at >= l));
+                        last_in_order = Some(at);
+                    }
+                    scheduled += 1 + copy_at.is_some() as u64;
+                    departures.push((at, a.seq, false, len));
+                    if let Some(c) = copy_at {
+                        departures.push((c, a.seq, true, len));
+                    }
+                }
+            }
+            let c = m.counters();
+            prop_assert!(c.queue_peak <= cfg.queue_packets as u64);
+            prop_assert_eq!(c.packets, c.dropped_loss + c.dropped_queue + scheduled - c.duplicated);
+            // Release in departure order, as the forwarder does.
+            departures.sort();
+            for (_, seq, is_copy, len) in departures {
+                m.released(seq, is_copy, len);
+            }
+            let c = m.counters();
+            prop_assert_eq!(c.delivered_packets, scheduled);
+            if cfg.reorder == 0.0 {
+                prop_assert_eq!(c.reordered, 0);
+            }
+        }
+    }
+}
