@@ -57,33 +57,42 @@ pub enum Command {
     Lab(crate::cmd::lab::LabArgs),
 }
 
-/// Parses `250ms`, `5s`, `1.5s`, `2m`, `1h`, `100us`; a bare number is seconds.
+/// Parses `250ms`, `1.5s`, `100us`/`100µs`, `2m`, `1h`, or `0`. A number
+/// without a unit is refused (is `--rtt 100` 100 ms or 100 s?).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration: use e.g. 250ms, 5s, 2m"))?;
-    let seconds = match unit.trim() {
-        "" | "s" | "sec" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
+    let (value, unit) = number_and_unit(text)?;
+    let seconds = match unit.as_str() {
         "ns" => value / 1e9,
+        "us" | "µs" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" | "sec" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
+        "" if value == 0.0 => 0.0,
+        "" => return Err(format!("{text:?}: add a unit, e.g. {value}ms or {value}s")),
         other => {
             return Err(format!(
-                "unknown unit '{other}' in '{text}': use ns, us, ms, s, m or h"
+                "{text:?}: unknown time unit {other:?} (use ns, us, ms, s, m or h)"
             ))
         }
     };
-    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
-        return Err(format!("'{text}' is out of range"));
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Splits `"12.5ms"` into `(12.5, "ms")`; the number must be finite and ≥ 0.
+pub fn number_and_unit(text: &str) -> Result<(f64, String), String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number followed by a unit"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{text:?}: must be a non-negative number"));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok((value, unit.trim().to_ascii_lowercase()))
 }
 
 /// Parses byte sizes: `64`, `1K`/`1KiB` (1024), `1M`/`1MiB`, `1G`; `kB`/`MB` are powers of 1000.
@@ -148,7 +157,10 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("100µs"), Ok(Duration::from_micros(100)));
+        assert!(parse_duration("5").is_err(), "a bare number needs a unit");
+        assert!(parse_duration("-5ms").is_err());
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
         assert!(parse_duration("5 parsecs").is_err());

@@ -21,7 +21,7 @@ async fn echo_once(server: &TestServer, opts: &ClientQuicOptions, line: &str) ->
     let reply = client.exchange_line(line.as_bytes()).await.unwrap();
     assert_eq!(reply, line.to_uppercase().as_bytes());
     client.get_ref().negotiated(&mut info);
-    if let Stream::Quic(q) = quic::finish(client, LIMIT).await {
+    if let Stream::Quic(q) = client.finish_and_drain(LIMIT).await {
         q.close();
     }
     info
@@ -404,7 +404,7 @@ async fn zero_rtt_saves_the_handshake_round_trip() {
             client.exchange_line(b"timed").await.unwrap();
             let took = started.elapsed();
             client.get_ref().negotiated(&mut info);
-            if let Stream::Quic(q) = quic::finish(client, LIMIT).await {
+            if let Stream::Quic(q) = client.finish_and_drain(LIMIT).await {
                 // Wait for the ticket(s) before closing.
                 tokio::time::sleep(rtt).await;
                 q.close();

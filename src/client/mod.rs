@@ -111,6 +111,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamClient<S> {
         self.stream
     }
 
+    /// Half-closes, then reads (and discards) until the server closes its
+    /// side or `limit` passes. Closing after that never cuts the server's
+    /// last bytes short, and it lets late handshake messages arrive: TLS 1.3
+    /// and QUIC session tickets follow the handshake, so a client that
+    /// closes right after its echo may never get a ticket for next time.
+    pub async fn finish_and_drain(self, limit: Duration) -> S {
+        let mut stream = self.finish().await;
+        let _ = tokio::time::timeout(limit, async {
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        stream
+    }
+
     pub fn get_ref(&self) -> &S {
         &self.stream
     }

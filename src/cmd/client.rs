@@ -242,7 +242,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     }
     match echo {
         Echo::Stream(client) if args.transport == Transport::Quic => {
-            if let Stream::Quic(q) = transport::quic::finish(client, args.timeout).await {
+            if let Stream::Quic(q) = client.finish_and_drain(args.timeout).await {
                 q.close();
             }
         }

@@ -4,6 +4,7 @@
 
 use super::model::{LinkConfig, LossModel};
 use super::LabConfig;
+use crate::cli::{number_and_unit, parse_duration};
 use std::time::Duration;
 
 /// Options describing the emulated link. Symmetric options apply to both
@@ -258,42 +259,6 @@ pub fn fmt_rate(bps: u64) -> String {
     }
 }
 
-/// Split "12.5ms" into (12.5, "ms").
-fn number_and_unit(s: &str) -> Result<(f64, String), String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number followed by a unit"))?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!("{s:?}: must be a non-negative number"));
-    }
-    Ok((value, unit.trim().to_ascii_lowercase()))
-}
-
-/// "250ms", "1.5s", "100us"/"100µs", "2m", or "0".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (v, unit) = number_and_unit(s)?;
-    let secs = match unit.as_str() {
-        "ns" => v / 1e9,
-        "us" | "µs" => v / 1e6,
-        "ms" => v / 1e3,
-        "s" | "sec" => v,
-        "m" | "min" => v * 60.0,
-        "" if v == 0.0 => 0.0,
-        "" => return Err(format!("{s:?}: add a unit, e.g. {v}ms")),
-        u => {
-            return Err(format!(
-                "{s:?}: unknown time unit {u:?} (use ns, us, ms, s, m)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
-}
-
 /// Bits per second: "10mbit", "1.5gbit", "500kbit", "64000bit" or "64000".
 /// (tc's convention: "bit" suffixes are bits; "bps" would be bytes, so we
 /// reject it to avoid an 8× surprise.)
@@ -356,19 +321,6 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
 mod tests {
     use super::*;
     use clap::Parser;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
-        assert_eq!(parse_duration("100µs"), Ok(Duration::from_micros(100)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("ms").is_err());
-        assert!(parse_duration("-5ms").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-    }
 
     #[test]
     fn rates() {

@@ -515,7 +515,7 @@ async fn probe_encrypted(
     // After 0-RTT, only now is it known whether the server took the data.
     client.get_ref().negotiated(&mut info);
     let rtt = stream_rtt(&mut client).await?;
-    let stream = quic::finish(client, timeout).await;
+    let stream = client.finish_and_drain(timeout).await;
     if let Stream::Quic(q) = &stream {
         q.close();
     }

@@ -449,16 +449,9 @@ async fn serve_connection<S: StreamSetup>(
     let report = session::serve_stream(stream, ctx).await;
     ctx.stats.record_session(&report);
     ctx.log(format_args!(
-        "{name} {peer}: closed after {:.1} s, {} {} in, {} bytes in, {} bytes out{}",
+        "{name} {peer}: closed after {:.1} s, {}",
         started.elapsed().as_secs_f64(),
-        report.messages,
-        match report.mode {
-            Some(session::Mode::Framed) => "frames",
-            _ => "lines",
-        },
-        report.bytes_in,
-        report.bytes_out,
-        report.ending.map(|e| format!(" ({e})")).unwrap_or_default()
+        report.describe()
     ));
 }
 

@@ -144,16 +144,9 @@ async fn serve_established(
                         let report = session::serve_stream(tokio::io::join(recv, send), &ctx).await;
                         ctx.stats.record_session(&report);
                         ctx.log(format_args!(
-                            "quic {peer} stream {}: {} {} in, {} bytes in, {} bytes out{}",
+                            "quic {peer} stream {}: {}",
                             id.index(),
-                            report.messages,
-                            match report.mode {
-                                Some(session::Mode::Framed) => "frames",
-                                _ => "lines",
-                            },
-                            report.bytes_in,
-                            report.bytes_out,
-                            report.ending.map(|e| format!(" ({e})")).unwrap_or_default()
+                            report.describe()
                         ));
                     });
                 }

@@ -29,6 +29,26 @@ pub struct SessionReport {
     pub ending: Option<String>,
 }
 
+impl SessionReport {
+    /// "3 lines in, 18 bytes in, 18 bytes out (idle for 5m)", for log lines.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} in, {} bytes in, {} bytes out{}",
+            self.messages,
+            match self.mode {
+                Some(Mode::Framed) => "frames",
+                _ => "lines",
+            },
+            self.bytes_in,
+            self.bytes_out,
+            self.ending
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Lines,

@@ -572,7 +572,7 @@ pub async fn fetch_ticket(
         .exchange_line(b"ticket please")
         .await
         .context("first connection (to get a session ticket)")?;
-    let stream = finish(client, limit).await;
+    let stream = client.finish_and_drain(limit).await;
     stream.negotiated(&mut info);
     if let Stream::Quic(q) = &stream {
         // The ticket (NewSessionTicket in a CRYPTO frame) follows the
@@ -584,20 +584,6 @@ pub async fn fetch_ticket(
         q.close();
     }
     Ok(info)
-}
-
-/// Finishes our side of the stream, then waits (up to `limit`) for the
-/// server to finish its side, so that closing the connection afterwards
-/// does not cut the server's stream short.
-pub async fn finish(client: crate::client::StreamClient<Stream>, limit: Duration) -> Stream {
-    let mut stream = client.finish().await;
-    let _ = tokio::time::timeout(limit, async {
-        use tokio::io::AsyncReadExt;
-        let mut sink = [0u8; 1024];
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
-    stream
 }
 
 /// Whether the client's session store holds a TLS 1.3 ticket for the

@@ -607,13 +607,7 @@ pub async fn fetch_ticket(
         .context("first connection (to get a session ticket)")?;
     // TLS 1.3 tickets follow the server's Finished; reading until the
     // server closes makes sure none is left in flight.
-    let mut stream = client.finish().await;
-    let _ = tokio::time::timeout(limit, async {
-        use tokio::io::AsyncReadExt;
-        let mut sink = [0u8; 1024];
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    let stream = client.finish_and_drain(limit).await;
     stream.negotiated(&mut info);
     Ok(info)
 }
