@@ -9,7 +9,8 @@
 //! | [`server`]    | accept loops, one session per connection (lines or frames), UDP, shutdown |
 //! | [`transport`] | client-side connection setup per protocol, with timings |
 //! | [`client`]    | echo clients over streams and datagrams; interactive mode |
-//! | [`output`]    | pure renderers: tables, annotated byte dumps |
+//! | [`measure`]   | latency histograms (HdrHistogram, coordinated omission) and the load generator |
+//! | [`output`]    | pure renderers: tables, annotated byte dumps, latency tables, SVG charts |
 //! | [`cmd`]       | one file per subcommand: arguments → work → output |
 //! | [`cli`]       | clap definitions and the `250ms` / `64KiB` parsers |
 //!
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod cmd;
 pub mod echo;
+pub mod measure;
 pub mod output;
 pub mod server;
 pub mod transport;

@@ -30,9 +30,11 @@ pub struct ClientArgs {
     /// Give up on connecting or on a reply after this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
-    /// Print the results as JSON on stdout (with -m).
+    /// Print the results as JSON on stdout (with -m, --count or --duration).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub load: crate::cmd::load::LoadArgs,
 }
 
 /// One message sent and what came back.
@@ -73,6 +75,9 @@ impl Echo {
 }
 
 pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    if args.load.is_load() {
+        return crate::cmd::load::run(&args).await;
+    }
     let target = Target::parse(
         args.target.as_deref().unwrap_or("localhost"),
         args.transport.default_port(),

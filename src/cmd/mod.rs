@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod codec;
+pub mod load;
 pub mod serve;
