@@ -31,6 +31,11 @@ pub enum Command {
     Serve(crate::cmd::serve::ServeArgs),
     /// Talk to an echo server: interactively like nc, or with -m messages.
     Client(crate::cmd::client::ClientArgs),
+    /// Measure every transport under the same load, with in-process servers.
+    ///
+    /// Starts echo servers on 127.0.0.1, loads each transport in turn and
+    /// prints one table: latency percentiles and throughput per transport.
+    Bench(crate::cmd::bench::BenchArgs),
     /// Encode and decode proto frames: see a binary protocol byte by byte.
     #[command(subcommand)]
     Codec(crate::cmd::codec::CodecCommand),

@@ -1,5 +1,6 @@
 //! One file per subcommand: arguments → servers/clients/measurements → output.
 
+pub mod bench;
 pub mod client;
 pub mod codec;
 pub mod load;
