@@ -36,7 +36,9 @@ fn codec(c: &mut Criterion) {
         // 64 frames back to back, as one read from a pipelining client.
         let mut stream = Vec::new();
         for i in 0..64 {
-            Frame::request(i, 0, payload.clone()).encode(&mut stream).unwrap();
+            Frame::request(i, 0, payload.clone())
+                .encode(&mut stream)
+                .unwrap();
         }
         let mut group = c.benchmark_group(format!("stream of 64 frames of {size} B"));
         group.throughput(Throughput::Bytes(stream.len() as u64));

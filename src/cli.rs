@@ -126,11 +126,17 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
         "ms" => 1e3,
         "us" | "µs" => 1e6,
         "m" | "min" => 1.0 / 60.0,
-        other => return Err(format!("unknown time unit '/{other}' in '{text}': use /s or /ms")),
+        other => {
+            return Err(format!(
+                "unknown time unit '/{other}' in '{text}': use /s or /ms"
+            ))
+        }
     };
     let rate = value * factor * per_second;
     if !(rate.is_finite() && rate > 0.0 && rate <= 1e9) {
-        return Err(format!("'{text}' is out of range (more than 0, at most 1G/s)"));
+        return Err(format!(
+            "'{text}' is out of range (more than 0, at most 1G/s)"
+        ));
     }
     Ok(rate)
 }

@@ -2,6 +2,7 @@
 //! on port 0, and the load generator's library API against test servers
 //! that misbehave on purpose (a stall, a lossy path).
 
+use proto::measure::blocking;
 use proto::measure::histogram::Unit;
 use proto::measure::load::{self, LoadConfig, LoadProgress, Stop};
 use proto::server::{self, bind_tcp, bind_udp, Listeners, ServerConfig};
@@ -49,19 +50,22 @@ fn json_of(out: &Output) -> serde_json::Value {
         "proto failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]
 fn tcp_count_reports_every_request_as_json() {
     let (tcp, _, stop) = echo_servers();
     let out = proto(&[
-        "client", "tcp", &tcp.to_string(), "--count", "500", "-c", "2", "--json",
+        "client",
+        "tcp",
+        &tcp.to_string(),
+        "--count",
+        "500",
+        "-c",
+        "2",
+        "--json",
     ]);
     let j = json_of(&out);
     assert_eq!(j["mode"], "closed");
@@ -84,8 +88,17 @@ fn tcp_count_reports_every_request_as_json() {
 fn framed_udp_and_warmup() {
     let (_, udp, stop) = echo_servers();
     let out = proto(&[
-        "client", "udp", &udp.to_string(), "--framed", "--count", "300", "--warmup", "100ms",
-        "--size", "100", "--json",
+        "client",
+        "udp",
+        &udp.to_string(),
+        "--framed",
+        "--count",
+        "300",
+        "--warmup",
+        "100ms",
+        "--size",
+        "100",
+        "--json",
     ]);
     let j = json_of(&out);
     assert_eq!(j["requests"], 300);
@@ -116,15 +129,25 @@ fn hgrm_file_is_the_percentile_distribution_format() {
         "--plot",
         svg.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("corrected") && text.contains("uncorrected"), "{text}");
+    assert!(
+        text.contains("corrected") && text.contains("uncorrected"),
+        "{text}"
+    );
     assert!(text.contains("latency histogram"), "{text}");
 
     let hgrm = std::fs::read_to_string(&hgrm).unwrap();
     let mut lines = hgrm.lines();
     let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(head, ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]);
+    assert_eq!(
+        head,
+        ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
+    );
     let rows: Vec<Vec<f64>> = lines
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect())
@@ -133,12 +156,18 @@ fn hgrm_file_is_the_percentile_distribution_format() {
     assert_eq!(last[1], 1.0);
     // 2000/s for 0.5 s: about 1000 requests (the schedule decides, not the server).
     assert!((900.0..=1001.0).contains(&last[2]), "{last:?}");
-    assert!(rows.windows(2).all(|w| w[0][0] <= w[1][0] && w[0][1] <= w[1][1]));
+    assert!(rows
+        .windows(2)
+        .all(|w| w[0][0] <= w[1][0] && w[0][1] <= w[1][1]));
     assert!(hgrm.contains("#[Mean    ="));
 
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert_eq!(svg.matches("<polyline").count(), 2, "corrected and uncorrected");
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        2,
+        "corrected and uncorrected"
+    );
     assert!(svg.contains(">99%<") && svg.contains(">90%<"));
     let _ = std::fs::remove_dir_all(&dir);
     stop.cancel();
@@ -152,7 +181,13 @@ fn a_missing_server_is_explained() {
         .local_addr()
         .unwrap()
         .port();
-    let out = proto(&["client", "tcp", &format!("127.0.0.1:{port}"), "--count", "10"]);
+    let out = proto(&[
+        "client",
+        "tcp",
+        &format!("127.0.0.1:{port}"),
+        "--count",
+        "10",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("connection refused"), "{err}");
@@ -162,7 +197,13 @@ fn a_missing_server_is_explained() {
         .local_addr()
         .unwrap()
         .port();
-    let out = proto(&["client", "udp", &format!("127.0.0.1:{port}"), "--count", "10"]);
+    let out = proto(&[
+        "client",
+        "udp",
+        &format!("127.0.0.1:{port}"),
+        "--count",
+        "10",
+    ]);
     assert!(!out.status.success());
     let all = format!(
         "{}{}",
@@ -188,7 +229,11 @@ fn options_that_cannot_work_are_refused() {
 #[test]
 fn bench_prints_one_row_per_transport() {
     let out = proto(&["bench", "--duration", "300ms", "--warmup", "0s"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in ["tcp", "udp", "p50 µs", "p99.9 µs", "requests/s", "1.00×"] {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
@@ -263,6 +308,29 @@ async fn coordinated_omission_correction_shows_a_stall() {
     let report = load::run_streams(&cfg, connect, Arc::new(LoadProgress::default()))
         .await
         .unwrap();
+    check_stall_is_in_the_corrected_tail_only(&report);
+}
+
+/// The same through the blocking driver that `proto client tcp` uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinated_omission_correction_shows_a_stall_blocking_driver() {
+    let addr = stalling_server(300, Duration::from_millis(200)).await;
+    let cfg = config(Stop::Count(1000), Some(1000.0), Duration::from_secs(5));
+    let report = tokio::task::spawn_blocking(move || {
+        blocking::run_tcp(
+            &cfg,
+            addr,
+            Duration::from_secs(5),
+            Arc::new(LoadProgress::default()),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    check_stall_is_in_the_corrected_tail_only(&report);
+}
+
+fn check_stall_is_in_the_corrected_tail_only(report: &load::LoadReport) {
     assert_eq!(report.latency.count(), 1000);
     assert_eq!(report.mismatches, 0);
     let corrected = report.latency.summary();
@@ -318,7 +386,7 @@ async fn udp_losses_are_counted_not_waited_for() {
                 return;
             };
             n += 1;
-            if n % 4 == 0 {
+            if n.is_multiple_of(4) {
                 continue; // lost on the way
             }
             let reply = buf[..len].to_ascii_uppercase();
@@ -340,6 +408,30 @@ async fn udp_losses_are_counted_not_waited_for() {
     assert_eq!(report.late, 0);
     assert_eq!(report.mismatches, 0);
     assert!((report.loss_ratio() - 0.25).abs() < 1e-9);
+}
+
+/// The blocking UDP driver (what `proto client udp` uses) against the
+/// same lossy path: every 4th datagram is dropped.
+#[test]
+fn udp_losses_are_counted_by_the_blocking_driver() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut n = 0u64;
+        while let Ok((len, peer)) = socket.recv_from(&mut buf) {
+            n += 1;
+            if !n.is_multiple_of(4) {
+                let _ = socket.send_to(&buf[..len].to_ascii_uppercase(), peer);
+            }
+        }
+    });
+    let cfg = config(Stop::Count(200), None, Duration::from_millis(30));
+    let report = blocking::run_udp(&cfg, addr, Arc::new(LoadProgress::default())).unwrap();
+    assert_eq!(report.requests, 200);
+    assert_eq!(report.lost, 50);
+    assert_eq!(report.latency.count(), 150);
+    assert_eq!((report.late, report.mismatches), (0, 0));
 }
 
 /// Replies that come back after their request was declared lost are

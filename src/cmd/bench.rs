@@ -124,7 +124,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let rows = result?;
 
     if args.json {
-        let targets: Vec<String> = rows.iter().map(|r| address_of(&addresses, r.transport)).collect();
+        let targets: Vec<String> = rows
+            .iter()
+            .map(|r| address_of(&addresses, r.transport))
+            .collect();
         let json: Vec<LoadJson<'_>> = rows
             .iter()
             .zip(&targets)
@@ -181,7 +184,14 @@ async fn bench_all(
         };
         let progress = Arc::new(LoadProgress::default());
         let bar = ProgressDisplay::start(&progress, &config, transport.name());
-        let report = run_load(transport, &target, &config, Duration::from_secs(5), progress).await;
+        let report = run_load(
+            transport,
+            &target,
+            &config,
+            Duration::from_secs(5),
+            progress,
+        )
+        .await;
         bar.finish().await;
         rows.push(Row {
             transport,
@@ -196,7 +206,12 @@ fn comparison_table(rows: &[Row]) -> String {
     let tcp = rows
         .iter()
         .find(|r| r.transport == Transport::Tcp)
-        .map(|r| (r.report.latency.summary().p50_us, r.report.requests_per_sec()));
+        .map(|r| {
+            (
+                r.report.latency.summary().p50_us,
+                r.report.requests_per_sec(),
+            )
+        });
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(vec![

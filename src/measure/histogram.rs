@@ -63,7 +63,7 @@ impl Unit {
         }
     }
 
-    fn from_nanos(self, nanos: u64) -> u64 {
+    fn convert_nanos(self, nanos: u64) -> u64 {
         match self {
             Unit::Nanos => nanos,
             Unit::Micros => nanos / 1000,
@@ -112,15 +112,16 @@ pub struct Bucket {
 
 impl Latencies {
     pub fn new(unit: Unit) -> Latencies {
-        let highest = unit.from_nanos(HIGHEST_NANOS);
+        let highest = unit.convert_nanos(HIGHEST_NANOS);
         // The bounds are constants that HdrHistogram accepts (low ≥ 1,
         // high ≥ 2·low, 0 ≤ digits ≤ 5), so creation cannot fail; fall back
         // to an auto-resizing histogram rather than panic all the same.
-        let hist = Histogram::new_with_bounds(1, highest, SIGNIFICANT_DIGITS).unwrap_or_else(|_| {
-            let mut h = Histogram::new(SIGNIFICANT_DIGITS).unwrap_or_else(|_| unreachable!());
-            h.auto(true);
-            h
-        });
+        let hist =
+            Histogram::new_with_bounds(1, highest, SIGNIFICANT_DIGITS).unwrap_or_else(|_| {
+                let mut h = Histogram::new(SIGNIFICANT_DIGITS).unwrap_or_else(|_| unreachable!());
+                h.auto(true);
+                h
+            });
         Latencies { hist, unit }
     }
 
@@ -136,7 +137,7 @@ impl Latencies {
 
     /// Records `count` latencies of `nanos` each.
     pub fn record_nanos_n(&mut self, nanos: u64, count: u64) {
-        let value = self.unit.from_nanos(nanos.min(HIGHEST_NANOS)).max(1);
+        let value = self.unit.convert_nanos(nanos.min(HIGHEST_NANOS)).max(1);
         self.hist.saturating_record_n(value, count);
     }
 
@@ -239,7 +240,9 @@ impl Latencies {
         let lo = self.hist.lowest_equivalent(self.hist.min()).max(1) as f64;
         let hi = (self.hist.highest_equivalent(self.hist.max()) + 1) as f64;
         let ratio = (hi / lo).powf(1.0 / n as f64);
-        let mut edges: Vec<u64> = (0..=n).map(|i| (lo * ratio.powi(i as i32)) as u64).collect();
+        let mut edges: Vec<u64> = (0..=n)
+            .map(|i| (lo * ratio.powi(i as i32)) as u64)
+            .collect();
         edges[0] = lo as u64;
         edges[n] = hi as u64;
         let mut buckets = Vec::with_capacity(n);

@@ -266,7 +266,7 @@ where
 }
 
 /// The shared timeline of one run, decided when the clock starts.
-struct Plan {
+pub(crate) struct Plan {
     config: Arc<LoadConfig>,
     progress: Arc<LoadProgress>,
     /// Time zero of the run (all connections open).
@@ -276,33 +276,33 @@ struct Plan {
 }
 
 /// What one connection task needs to know.
-struct Connection {
-    index: usize,
-    config: Arc<LoadConfig>,
-    progress: Arc<LoadProgress>,
-    measure_from_ns: u64,
+pub(crate) struct Connection {
+    pub(crate) index: usize,
+    pub(crate) config: Arc<LoadConfig>,
+    pub(crate) progress: Arc<LoadProgress>,
+    pub(crate) measure_from_ns: u64,
     /// Duration runs: no request is started at or after this time.
-    end_ns: Option<u64>,
+    pub(crate) end_ns: Option<u64>,
     /// Count runs: measured requests this connection must complete.
-    quota: Option<u64>,
-    schedule: Option<Schedule>,
+    pub(crate) quota: Option<u64>,
+    pub(crate) schedule: Option<Schedule>,
 }
 
 /// What one connection task measured.
-struct Outcome {
-    recorder: Recorder,
-    requests: u64,
-    warmup: u64,
-    mismatches: u64,
-    lost: u64,
-    late: u64,
-    unsent: u64,
-    last_reply_ns: u64,
-    error: Option<String>,
+pub(crate) struct Outcome {
+    pub(crate) recorder: Recorder,
+    pub(crate) requests: u64,
+    pub(crate) warmup: u64,
+    pub(crate) mismatches: u64,
+    pub(crate) lost: u64,
+    pub(crate) late: u64,
+    pub(crate) unsent: u64,
+    pub(crate) last_reply_ns: u64,
+    pub(crate) error: Option<String>,
 }
 
 impl Outcome {
-    fn new(unit: Unit) -> Outcome {
+    pub(crate) fn new(unit: Unit) -> Outcome {
         Outcome {
             recorder: Recorder::new(unit),
             requests: 0,
@@ -318,7 +318,7 @@ impl Outcome {
 }
 
 impl Plan {
-    fn start(config: &LoadConfig, progress: &Arc<LoadProgress>) -> Plan {
+    pub(crate) fn start(config: &LoadConfig, progress: &Arc<LoadProgress>) -> Plan {
         let start_ns = monotonic_nanos();
         progress.started_at.store(start_ns.max(1), Relaxed);
         Plan {
@@ -329,7 +329,7 @@ impl Plan {
         }
     }
 
-    fn connection(&self, index: usize) -> Connection {
+    pub(crate) fn connection(&self, index: usize) -> Connection {
         let c = &self.config;
         let n = c.connections as u64;
         let quota = match c.stop {
@@ -359,21 +359,27 @@ impl Plan {
         }
     }
 
-    async fn collect(
-        self,
-        mut tasks: tokio::task::JoinSet<Outcome>,
-    ) -> anyhow::Result<LoadReport> {
+    async fn collect(self, mut tasks: tokio::task::JoinSet<Outcome>) -> anyhow::Result<LoadReport> {
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            outcomes.push(joined.map_err(|e| format!("a connection task failed: {e}")));
+        }
+        Ok(self.finish(outcomes))
+    }
+
+    /// Adds up what every connection measured.
+    pub(crate) fn finish(self, outcomes: Vec<Result<Outcome, String>>) -> LoadReport {
         let c = &self.config;
         let mut all = Outcome::new(c.unit);
         let mut errors: Vec<String> = Vec::new();
         let mut failed = 0;
         let mut last_reply = 0;
-        while let Some(joined) = tasks.join_next().await {
-            let o = match joined {
+        for o in outcomes {
+            let o = match o {
                 Ok(o) => o,
                 Err(e) => {
                     failed += 1;
-                    errors.push(format!("a connection task failed: {e}"));
+                    errors.push(e);
                     continue;
                 }
             };
@@ -396,16 +402,13 @@ impl Plan {
             // A duration run measures for its duration, even if the last
             // replies came a little earlier.
             Stop::Duration(d) => {
-                Duration::from_nanos(last_reply.saturating_sub(self.measure_from_ns))
-                    .max(d.min(Duration::from_nanos(
-                        monotonic_nanos().saturating_sub(self.measure_from_ns),
-                    )))
+                Duration::from_nanos(last_reply.saturating_sub(self.measure_from_ns)).max(d.min(
+                    Duration::from_nanos(monotonic_nanos().saturating_sub(self.measure_from_ns)),
+                ))
             }
-            Stop::Count(_) => {
-                Duration::from_nanos(last_reply.saturating_sub(self.measure_from_ns))
-            }
+            Stop::Count(_) => Duration::from_nanos(last_reply.saturating_sub(self.measure_from_ns)),
         };
-        Ok(LoadReport {
+        LoadReport {
             connections: c.connections,
             size: c.size,
             framed: c.framed,
@@ -424,41 +427,64 @@ impl Plan {
             failed_connections: failed,
             errors,
             elapsed,
-        })
+        }
     }
 }
 
 /// The next request a connection should send, or why it should stop.
-enum Next {
+pub(crate) enum Next {
     Send { intended: u64, measured: bool },
     Stop,
 }
 
+/// When request `i` is due.
+pub(crate) enum Slot {
+    /// The run is over for this connection.
+    Stop,
+    /// Open loop: at this time (ns), even if that is in the past.
+    At(u64),
+    /// Closed loop: now.
+    Now(u64),
+}
+
 impl Connection {
-    /// Decides request `i`: waits for its scheduled time (open loop), or
-    /// says the run is over.
-    async fn next(&self, i: u64, done: u64, timer: &mut PreciseTimer) -> Next {
+    /// When request `i` is due, `done` measured requests into the run.
+    pub(crate) fn slot(&self, i: u64, done: u64) -> Slot {
         if let Some(quota) = self.quota {
             if done >= quota {
-                return Next::Stop;
+                return Slot::Stop;
             }
         }
-        let intended = match self.schedule {
+        match self.schedule {
             Some(s) => {
                 let t = s.intended(i);
                 if self.end_ns.is_some_and(|end| t >= end) {
-                    return Next::Stop;
+                    Slot::Stop
+                } else {
+                    Slot::At(t)
                 }
-                timer.sleep_until(t).await;
-                t
             }
             None => {
                 let now = monotonic_nanos();
                 if self.end_ns.is_some_and(|end| now >= end) {
-                    return Next::Stop;
+                    Slot::Stop
+                } else {
+                    Slot::Now(now)
                 }
-                now
             }
+        }
+    }
+
+    /// Decides request `i`: waits for its scheduled time (open loop), or
+    /// says the run is over.
+    async fn next(&self, i: u64, done: u64, timer: &mut PreciseTimer) -> Next {
+        let intended = match self.slot(i, done) {
+            Slot::Stop => return Next::Stop,
+            Slot::At(t) => {
+                timer.sleep_until(t).await;
+                t
+            }
+            Slot::Now(t) => t,
         };
         Next::Send {
             intended,
@@ -468,7 +494,7 @@ impl Connection {
 
     /// Open loop, duration run: scheduled requests from `i` on that were
     /// never sent because the run ended.
-    fn unsent_from(&self, i: u64) -> u64 {
+    pub(crate) fn unsent_from(&self, i: u64) -> u64 {
         match (self.schedule, self.end_ns) {
             (Some(s), Some(end)) => {
                 let total = ((end.saturating_sub(s.start_ns)) as f64 / s.interval_ns).ceil() as u64;
@@ -479,7 +505,7 @@ impl Connection {
     }
 
     /// Open loop, duration run: give up on the backlog this long after the end.
-    fn past_hard_end(&self, now: u64) -> bool {
+    pub(crate) fn past_hard_end(&self, now: u64) -> bool {
         match (self.schedule, self.end_ns) {
             (Some(_), Some(end)) => now > end + self.config.timeout.as_nanos() as u64,
             _ => false,
@@ -489,19 +515,19 @@ impl Connection {
 
 /// Batches progress updates so that connections do not fight over one
 /// counter for every message.
-struct ProgressBatch<'a> {
-    progress: &'a LoadProgress,
-    pending: u64,
+pub(crate) struct ProgressBatch<'a> {
+    pub(crate) progress: &'a LoadProgress,
+    pub(crate) pending: u64,
 }
 
 impl ProgressBatch<'_> {
-    fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         self.pending += 1;
         if self.pending == 64 {
             self.flush();
         }
     }
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         self.progress.completed.fetch_add(self.pending, Relaxed);
         self.pending = 0;
     }
@@ -509,7 +535,7 @@ impl ProgressBatch<'_> {
 
 /// Builds requests in a reused buffer and checks replies without
 /// allocating.
-struct Messages {
+pub(crate) struct Messages {
     framed: bool,
     size: usize,
     /// Text: the whole request (letters and `\n`); its first letters are
@@ -525,7 +551,7 @@ struct Messages {
 }
 
 impl Messages {
-    fn new(size: usize, framed: bool) -> Messages {
+    pub(crate) fn new(size: usize, framed: bool) -> Messages {
         let mut template: Vec<u8> = (0..size).map(|j| b'a' + (j % 26) as u8).collect();
         if !framed {
             template.push(b'\n');
@@ -543,7 +569,7 @@ impl Messages {
     }
 
     /// Bytes of a correct reply.
-    fn reply_len(&self) -> usize {
+    pub(crate) fn reply_len(&self) -> usize {
         if self.framed {
             HEADER_LEN + self.size
         } else {
@@ -552,7 +578,7 @@ impl Messages {
     }
 
     /// Writes request number `id` (intended at `intended_ns`) into the buffer.
-    fn build(&mut self, id: u64, intended_ns: u64) -> &[u8] {
+    pub(crate) fn build(&mut self, id: u64, intended_ns: u64) -> &[u8] {
         self.request.clear();
         if self.framed {
             let frame = Frame::request(id as u32, intended_ns, self.payload.clone());
@@ -578,12 +604,12 @@ impl Messages {
         })
     }
 
-    fn id_modulus(&self) -> u64 {
+    pub(crate) fn id_modulus(&self) -> u64 {
         26u64.pow(self.id_letters as u32)
     }
 
     /// Which request a reply answers, as far as can be told cheaply.
-    fn reply_id(&self, reply: &[u8]) -> Option<u64> {
+    pub(crate) fn reply_id(&self, reply: &[u8]) -> Option<u64> {
         if self.framed {
             frame::check_header(reply)
                 .ok()
@@ -595,7 +621,7 @@ impl Messages {
     }
 
     /// Is `reply` the right answer to request `id` intended at `intended_ns`?
-    fn check(&self, reply: &[u8], id: u64, intended_ns: u64) -> Result<(), String> {
+    pub(crate) fn check(&self, reply: &[u8], id: u64, intended_ns: u64) -> Result<(), String> {
         if self.framed {
             let header = match frame::check_header(reply) {
                 Ok(Some(h)) => h,
@@ -758,7 +784,10 @@ where
             out.mismatches += 1;
             if config.framed {
                 // After a bad frame the stream cannot be trusted.
-                out.error = Some(format!("connection {}: the server sent {e}", conn.index + 1));
+                out.error = Some(format!(
+                    "connection {}: the server sent {e}",
+                    conn.index + 1
+                ));
                 break;
             }
         }
@@ -861,11 +890,24 @@ async fn datagram_connection(socket: tokio::net::UdpSocket, conn: Connection) ->
     out
 }
 
-fn explain_udp_error(conn: &Connection, socket: &tokio::net::UdpSocket, e: std::io::Error) -> String {
-    let peer = socket
-        .peer_addr()
+fn explain_udp_error(
+    conn: &Connection,
+    socket: &tokio::net::UdpSocket,
+    e: std::io::Error,
+) -> String {
+    udp_error(conn, socket.peer_addr().ok(), e)
+}
+
+/// A UDP error as a sentence; "connection refused" means an ICMP
+/// port-unreachable came back for one of our datagrams.
+pub(crate) fn udp_error(
+    conn: &Connection,
+    peer: Option<std::net::SocketAddr>,
+    e: std::io::Error,
+) -> String {
+    let peer = peer
         .map(|a| a.to_string())
-        .unwrap_or_else(|_| "the server".into());
+        .unwrap_or_else(|| "the server".into());
     if e.kind() == std::io::ErrorKind::ConnectionRefused {
         format!(
             "socket {}: connection refused (ICMP port unreachable): is 'proto serve udp' running on {peer}?",
@@ -945,7 +987,10 @@ mod timerfd {
         // SAFETY: timerfd_create has no memory-safety preconditions; a
         // non-negative result is a fresh descriptor that we now own.
         let raw = unsafe {
-            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
         };
         if raw < 0 {
             return None;
@@ -971,8 +1016,7 @@ mod timerfd {
         };
         // SAFETY: the descriptor is a timerfd we own; `spec` is a valid
         // itimerspec and the old value is not requested (null).
-        let rc =
-            unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        let rc = unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
         if rc < 0 {
             return Err(std::io::Error::last_os_error());
         }

@@ -31,7 +31,10 @@ pub fn format_us(us: f64) -> String {
 }
 
 /// The column heads of the percentile table, and how to pick each number.
-const COLUMNS: [(&str, fn(&LatencySummary) -> f64); 8] = [
+/// Picks one number out of a summary.
+type Pick = fn(&LatencySummary) -> f64;
+
+const COLUMNS: [(&str, Pick); 8] = [
     ("p50", |s| s.p50_us),
     ("p90", |s| s.p90_us),
     ("p99", |s| s.p99_us),
@@ -51,11 +54,9 @@ pub fn percentile_table(rows: &[(&str, LatencySummary)]) -> String {
     table.set_header(head);
     for (label, summary) in rows {
         let mut row = vec![Cell::new(label)];
-        row.extend(
-            COLUMNS
-                .iter()
-                .map(|(_, pick)| Cell::new(format_us(pick(summary))).set_alignment(CellAlignment::Right)),
-        );
+        row.extend(COLUMNS.iter().map(|(_, pick)| {
+            Cell::new(format_us(pick(summary))).set_alignment(CellAlignment::Right)
+        }));
         table.add_row(row);
     }
     table.to_string()
@@ -131,7 +132,7 @@ pub fn ascii_histogram(buckets: &[Bucket], width: usize) -> String {
         // Eighths of a character, so small counts still show.
         let eighths = (b.count as f64 / max as f64 * width as f64 * 8.0).round() as usize;
         let mut bar = "█".repeat(eighths / 8);
-        if eighths % 8 > 0 {
+        if !eighths.is_multiple_of(8) {
             bar.push(['▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8 - 1]);
         } else if b.count > 0 && eighths == 0 {
             bar.push('▏');
@@ -303,7 +304,9 @@ mod tests {
     #[test]
     fn table_has_every_column() {
         let t = percentile_table(&[("round trip", sample().summary())]);
-        for col in ["p50", "p90", "p99", "p99.9", "p99.99", "max", "mean", "stddev"] {
+        for col in [
+            "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean", "stddev",
+        ] {
             assert!(t.contains(col), "{col} missing in\n{t}");
         }
         assert!(t.contains("500"), "{t}");
@@ -341,7 +344,10 @@ mod tests {
         let text = hgrm(&sample());
         let mut lines = text.lines();
         let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        assert_eq!(head, ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]);
+        assert_eq!(
+            head,
+            ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
+        );
         assert_eq!(lines.next(), Some(""));
         let rows: Vec<Vec<f64>> = lines
             .clone()

@@ -40,8 +40,7 @@ pub fn decade_label(d: u32) -> String {
     match d {
         0 => "0%".into(),
         1 => "90%".into(),
-        _ => format!("99.{}%", "9".repeat(d as usize - 2))
-            .replace("99.%", "99%"),
+        _ => format!("99.{}%", "9".repeat(d as usize - 2)).replace("99.%", "99%"),
     }
 }
 
@@ -150,11 +149,7 @@ pub fn latency_by_percentile(title: &str, series: &[Series<'_>], total_count: u6
         let mut path = String::new();
         for (j, p) in s.points.iter().enumerate() {
             let (x, y) = (x_of(p.quantile), y_of(p.value_us));
-            let _ = write!(
-                path,
-                "{}{x:.1},{y:.1}",
-                if j == 0 { "" } else { " " }
-            );
+            let _ = write!(path, "{}{x:.1},{y:.1}", if j == 0 { "" } else { " " });
         }
         let _ = writeln!(
             svg,
