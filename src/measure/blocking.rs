@@ -48,25 +48,7 @@ pub fn run_tcp(
         stream.set_write_timeout(Some(config.timeout))?;
         streams.push(stream);
     }
-    let plan = Plan::start(config, &progress);
-    let outcomes = std::thread::scope(|scope| {
-        let handles: Vec<_> = streams
-            .into_iter()
-            .enumerate()
-            .map(|(i, stream)| {
-                let conn = plan.connection(i);
-                scope.spawn(move || tcp_connection(stream, conn))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| "a connection thread panicked".to_string())
-            })
-            .collect()
-    });
-    Ok(plan.finish(outcomes))
+    Ok(run_threads(config, &progress, streams, tcp_connection))
 }
 
 /// Runs the load over `config.connections` blocking UDP sockets connected to
@@ -96,25 +78,42 @@ pub fn run_udp(
         socket.set_read_timeout(Some(config.timeout))?;
         sockets.push(socket);
     }
-    let plan = Plan::start(config, &progress);
-    let outcomes = std::thread::scope(|scope| {
-        let handles: Vec<_> = sockets
-            .into_iter()
-            .enumerate()
-            .map(|(i, socket)| {
-                let conn = plan.connection(i);
-                scope.spawn(move || udp_connection(socket, conn))
-            })
-            .collect();
-        handles
+    Ok(run_threads(config, &progress, sockets, udp_connection))
+}
+
+/// Starts one thread per socket, and only then the clock: every thread
+/// (and its histograms) is ready when the first request is due.
+fn run_threads<T: Send>(
+    config: &LoadConfig,
+    progress: &Arc<LoadProgress>,
+    sockets: Vec<T>,
+    drive: fn(T, Connection, Outcome) -> Outcome,
+) -> LoadReport {
+    std::thread::scope(|scope| {
+        let mut starts = Vec::with_capacity(sockets.len());
+        let mut handles = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            let (start, wait) = std::sync::mpsc::sync_channel::<Connection>(1);
+            let out = Outcome::new(config.unit);
+            starts.push(start);
+            handles.push(scope.spawn(move || match wait.recv() {
+                Ok(conn) => Ok(drive(socket, conn, out)),
+                Err(_) => Err("the run was abandoned before it started".to_string()),
+            }));
+        }
+        let plan = Plan::start(config, progress);
+        for (i, start) in starts.into_iter().enumerate() {
+            let _ = start.send(plan.connection(i));
+        }
+        let outcomes = handles
             .into_iter()
             .map(|h| {
                 h.join()
-                    .map_err(|_| "a connection thread panicked".to_string())
+                    .unwrap_or_else(|_| Err("a connection thread panicked".to_string()))
             })
-            .collect()
-    });
-    Ok(plan.finish(outcomes))
+            .collect();
+        plan.finish(outcomes)
+    })
 }
 
 fn explain(e: &std::io::Error, service: &str, addr: SocketAddr) -> String {
@@ -191,9 +190,8 @@ fn read_reply(
     }
 }
 
-fn tcp_connection(mut stream: TcpStream, conn: Connection) -> Outcome {
+fn tcp_connection(mut stream: TcpStream, conn: Connection, mut out: Outcome) -> Outcome {
     let config = conn.config.clone();
-    let mut out = Outcome::new(config.unit);
     let mut messages = Messages::new(config.size, config.framed);
     let reply_len = messages.reply_len();
     let mut buf = vec![0u8; reply_len];
@@ -261,9 +259,8 @@ fn tcp_connection(mut stream: TcpStream, conn: Connection) -> Outcome {
     out
 }
 
-fn udp_connection(socket: UdpSocket, conn: Connection) -> Outcome {
+fn udp_connection(socket: UdpSocket, conn: Connection, mut out: Outcome) -> Outcome {
     let config = conn.config.clone();
-    let mut out = Outcome::new(config.unit);
     let mut messages = Messages::new(config.size, config.framed);
     let mut buf = vec![0u8; crate::server::udp::MAX_DATAGRAM + 1];
     let mut timer = ThreadTimer::new();

@@ -223,11 +223,13 @@ where
         })?;
         streams.push(s);
     }
+    // Histograms are allocated (and their pages touched) before the clock starts.
+    let outcomes: Vec<Outcome> = (0..streams.len()).map(|_| Outcome::new(config.unit)).collect();
     let plan = Plan::start(config, &progress);
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, stream) in streams.into_iter().enumerate() {
+    for (i, (stream, out)) in streams.into_iter().zip(outcomes).enumerate() {
         let conn = plan.connection(i);
-        tasks.spawn(async move { stream_connection(stream, conn).await });
+        tasks.spawn(async move { stream_connection(stream, conn, out).await });
     }
     plan.collect(tasks).await
 }
@@ -256,11 +258,12 @@ where
     for i in 0..config.connections {
         sockets.push(connect(i).await?);
     }
+    let outcomes: Vec<Outcome> = (0..sockets.len()).map(|_| Outcome::new(config.unit)).collect();
     let plan = Plan::start(config, &progress);
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, socket) in sockets.into_iter().enumerate() {
+    for (i, (socket, out)) in sockets.into_iter().zip(outcomes).enumerate() {
         let conn = plan.connection(i);
-        tasks.spawn(async move { datagram_connection(socket, conn).await });
+        tasks.spawn(async move { datagram_connection(socket, conn, out).await });
     }
     plan.collect(tasks).await
 }
@@ -713,12 +716,11 @@ async fn read_reply<S: AsyncRead + Unpin>(
     }
 }
 
-async fn stream_connection<S>(mut stream: S, conn: Connection) -> Outcome
+async fn stream_connection<S>(mut stream: S, conn: Connection, mut out: Outcome) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = conn.config.clone();
-    let mut out = Outcome::new(config.unit);
     let mut messages = Messages::new(config.size, config.framed);
     let reply_len = messages.reply_len();
     let mut buf = vec![0u8; reply_len];
@@ -797,9 +799,12 @@ where
     out
 }
 
-async fn datagram_connection(socket: tokio::net::UdpSocket, conn: Connection) -> Outcome {
+async fn datagram_connection(
+    socket: tokio::net::UdpSocket,
+    conn: Connection,
+    mut out: Outcome,
+) -> Outcome {
     let config = conn.config.clone();
-    let mut out = Outcome::new(config.unit);
     let mut messages = Messages::new(config.size, config.framed);
     // Room for any datagram, so that an oversized reply is seen whole.
     let mut buf = vec![0u8; crate::server::udp::MAX_DATAGRAM + 1];

@@ -218,9 +218,14 @@ pub async fn run(
             tokio::net::TcpListener::from_std(l).context("registering the TCP listener")?;
         services.spawn(accept_loop(listener, ctx.clone(), Plain));
     }
-    if let Some(s) = listeners.udp {
-        let socket = tokio::net::UdpSocket::from_std(s).context("registering the UDP socket")?;
-        services.spawn(udp::serve(socket, ctx.clone()));
+    if let Some(socket) = listeners.udp {
+        // A thread of its own with a blocking socket: see udp::serve_blocking.
+        let ctx = ctx.clone();
+        services.spawn(async move {
+            tokio::task::spawn_blocking(move || udp::serve_blocking(socket, ctx))
+                .await
+                .context("the UDP server thread failed")?
+        });
     }
     if listeners.tls.is_some() || listeners.quic.is_some() {
         anyhow::bail!("TLS and QUIC servers are not available in this build");
