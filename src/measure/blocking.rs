@@ -363,7 +363,7 @@ fn udp_connection(socket: UdpSocket, conn: Connection, mut out: Outcome) -> Outc
 /// microsecond: the kernel's timer slack is set to 1 µs for this thread
 /// (it is 50 µs by default, so sleeps would end up to 50 µs late), the
 /// usual wake-up delay is learnt and the wake-up asked for that much early,
-/// and the last few µs are spun.
+/// and the last few µs are spent yielding the CPU in a loop.
 struct ThreadTimer {
     lead_ns: u64,
 }
@@ -380,7 +380,7 @@ impl ThreadTimer {
     }
 
     fn sleep_until(&mut self, deadline_ns: u64) {
-        const MAX_LEAD_NS: u64 = 200_000;
+        const MAX_LEAD_NS: u64 = 50_000;
         let now = monotonic_nanos();
         if deadline_ns <= now {
             return;
@@ -392,8 +392,10 @@ impl ThreadTimer {
             let target = (late + late / 2).min(MAX_LEAD_NS);
             self.lead_ns = (self.lead_ns * 7 + target) / 8;
         }
+        // Yielding (not just spinning) lets a server pinned to the same
+        // CPU run meanwhile.
         while monotonic_nanos() < deadline_ns {
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
     }
 }

@@ -224,7 +224,9 @@ where
         streams.push(s);
     }
     // Histograms are allocated (and their pages touched) before the clock starts.
-    let outcomes: Vec<Outcome> = (0..streams.len()).map(|_| Outcome::new(config.unit)).collect();
+    let outcomes: Vec<Outcome> = (0..streams.len())
+        .map(|_| Outcome::new(config.unit))
+        .collect();
     let plan = Plan::start(config, &progress);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (stream, out)) in streams.into_iter().zip(outcomes).enumerate() {
@@ -258,7 +260,9 @@ where
     for i in 0..config.connections {
         sockets.push(connect(i).await?);
     }
-    let outcomes: Vec<Outcome> = (0..sockets.len()).map(|_| Outcome::new(config.unit)).collect();
+    let outcomes: Vec<Outcome> = (0..sockets.len())
+        .map(|_| Outcome::new(config.unit))
+        .collect();
     let plan = Plan::start(config, &progress);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (socket, out)) in sockets.into_iter().zip(outcomes).enumerate() {
@@ -933,7 +937,8 @@ pub(crate) fn udp_error(
 ///
 /// Even a precise timer wakes a thread some tens of µs late (the wake-up
 /// itself). The timer therefore learns how late it wakes (a moving
-/// average), asks to be woken that much early, and spins the last few µs.
+/// average), asks to be woken that much early, and yields the CPU in a
+/// loop for the last few µs.
 struct PreciseTimer {
     #[cfg(target_os = "linux")]
     fd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
@@ -942,7 +947,7 @@ struct PreciseTimer {
 }
 
 /// The most the timer asks to be woken early (and so the longest spin).
-const MAX_LEAD_NS: u64 = 200_000;
+const MAX_LEAD_NS: u64 = 50_000;
 
 impl PreciseTimer {
     fn new() -> PreciseTimer {
@@ -977,8 +982,10 @@ impl PreciseTimer {
             self.lead_ns = (self.lead_ns * 7 + target) / 8;
         }
         // The last stretch: spin (a few µs, bounded by MAX_LEAD_NS).
+        // Yielding (not just spinning) lets a server pinned to the same
+        // CPU run meanwhile.
         while monotonic_nanos() < deadline_ns {
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
     }
 }

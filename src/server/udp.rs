@@ -77,7 +77,12 @@ pub fn serve_blocking(socket: std::net::UdpSocket, ctx: Arc<ServerContext>) -> a
 }
 
 /// Counts one datagram and puts its reply into `reply`.
-fn answer_into(datagram: &[u8], peer: std::net::SocketAddr, reply: &mut Vec<u8>, ctx: &ServerContext) {
+fn answer_into(
+    datagram: &[u8],
+    peer: std::net::SocketAddr,
+    reply: &mut Vec<u8>,
+    ctx: &ServerContext,
+) {
     ctx.stats.datagrams.fetch_add(1, Relaxed);
     ctx.stats.bytes_in.fetch_add(datagram.len() as u64, Relaxed);
     reply.clear();
