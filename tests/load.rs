@@ -471,3 +471,67 @@ async fn late_udp_replies_are_told_apart() {
     assert_eq!(report.mismatches, 0);
     assert_eq!(report.latency.count(), 20 - report.lost);
 }
+
+/// The plain TCP server (a thread per connection since the load work):
+/// pipelined lines, a last line without newline at half-close, an over-long
+/// line, the idle timeout and shutdown all behave as in the async session.
+#[test]
+fn plain_tcp_server_keeps_its_behaviour() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{Shutdown, TcpStream};
+    let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let listeners = Listeners {
+        tcp: Some(bind_tcp(localhost).unwrap()),
+        ..Listeners::default()
+    };
+    let addr = listeners.tcp.as_ref().unwrap().local_addr().unwrap();
+    let config = ServerConfig {
+        max_line: 16,
+        idle_timeout: Duration::from_millis(300),
+        grace: Duration::from_millis(500),
+        ..ServerConfig::quiet_default().unwrap()
+    };
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(server::run(listeners, config, stop))
+    });
+
+    // Pipelined lines, then a last line without '\n' before the half-close.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"one\ntwo\nlast").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "ONE\nTWO\nLAST\n");
+
+    // A line over the limit gets an error line, then the connection closes.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[b'a'; 40]).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "ERROR line too long (limit 16 bytes)\n");
+
+    // An idle connection is closed after the idle timeout.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap(), 0, "closed by the server");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    // Shutdown: an open idle connection is closed and run() returns.
+    let s = TcpStream::connect(addr).unwrap();
+    let mut lines = BufReader::new(s.try_clone().unwrap());
+    (&s).write_all(b"hi\n").unwrap();
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line, "HI\n");
+    token.cancel();
+    let summary = server.join().unwrap().unwrap();
+    assert_eq!(summary.connections, 4);
+    assert_eq!(summary.messages, 4);
+    line.clear();
+    assert_eq!(lines.read_line(&mut line).unwrap(), 0, "closed at shutdown");
+}

@@ -6,7 +6,10 @@
 //!
 //! * [`session`]: one stream connection (TCP, TLS, QUIC stream), lines or frames.
 //! * [`udp`]: one datagram in, one datagram out.
+//! * [`blocking`]: plain TCP sessions on a thread each (the same session
+//!   logic, one system call per wait).
 
+pub mod blocking;
 pub mod session;
 pub mod udp;
 
@@ -216,7 +219,8 @@ pub async fn run(
     if let Some(l) = listeners.tcp {
         let listener =
             tokio::net::TcpListener::from_std(l).context("registering the TCP listener")?;
-        services.spawn(accept_loop(listener, ctx.clone(), Plain));
+        // Plain TCP: a thread per connection, see server::blocking.
+        services.spawn(blocking::accept_loop(listener, ctx.clone()));
     }
     if let Some(socket) = listeners.udp {
         // A thread of its own with a blocking socket: see udp::serve_blocking.

@@ -45,7 +45,7 @@ impl Mode {
 }
 
 /// What the dialect decoder wants after a batch of input.
-enum Next {
+pub(crate) enum Next {
     /// Keep reading.
     Continue,
     /// Write what was produced, then close with this reason.
@@ -54,7 +54,7 @@ enum Next {
 
 /// Turns complete messages from `input` into replies in `output`. One per
 /// dialect; both are sans-IO.
-trait Dialect {
+pub(crate) trait Dialect {
     fn answer(&mut self, input: &mut BytesMut, output: &mut Vec<u8>, messages: &mut u64) -> Next;
     /// The peer half-closed: answer what is left in `input`, if anything.
     fn answer_last(
@@ -225,6 +225,21 @@ impl Dialect for Framed {
     }
 }
 
+/// The dialect of a connection, from its first byte: the frame magic, or text.
+pub(crate) fn choose_dialect(
+    input: &[u8],
+    ctx: &ServerContext,
+    report: &mut SessionReport,
+) -> Box<dyn Dialect + Send> {
+    if input.first() == Some(&MAGIC) {
+        report.mode = Some(Mode::Framed);
+        Box::new(Framed)
+    } else {
+        report.mode = Some(Mode::Lines);
+        Box::new(Lines::new(ctx.config.max_line))
+    }
+}
+
 /// Serves one connection until the peer closes, misbehaves, idles out, or
 /// the server shuts down. Never panics on anything the peer sends.
 ///
@@ -292,15 +307,7 @@ where
                 }
             }
         }
-        let d = dialect.get_or_insert_with(|| {
-            if input.first() == Some(&MAGIC) {
-                report.mode = Some(Mode::Framed);
-                Box::new(Framed)
-            } else {
-                report.mode = Some(Mode::Lines);
-                Box::new(Lines::new(ctx.config.max_line))
-            }
-        });
+        let d = dialect.get_or_insert_with(|| choose_dialect(&input, ctx, &mut report));
         let before = report.messages;
         let next = if peer_done {
             d.answer_last(&mut input, &mut output, &mut report.messages)
