@@ -94,7 +94,7 @@ fn run_threads<T: Send>(
         let mut handles = Vec::with_capacity(sockets.len());
         for socket in sockets {
             let (start, wait) = std::sync::mpsc::sync_channel::<Connection>(1);
-            let out = Outcome::new(config.unit);
+            let out = Outcome::new(config.unit, config.rate.is_some());
             starts.push(start);
             handles.push(scope.spawn(move || match wait.recv() {
                 Ok(conn) => Ok(drive(socket, conn, out)),

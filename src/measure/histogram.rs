@@ -312,20 +312,32 @@ pub struct Timing {
     pub received: u64,
 }
 
-/// Records both latency views of every request.
+/// Records both latency views of every request (open loop), or the one
+/// view there is (closed loop, where the intended time is the send time).
 #[derive(Debug, Clone)]
 pub struct Recorder {
     /// From the intended send time: what a user arriving on schedule saw.
     pub corrected: Latencies,
     /// From the actual send time: what the wire took (hides stalls).
-    pub uncorrected: Latencies,
+    /// `None` in a closed loop, where it would equal `corrected`.
+    pub uncorrected: Option<Latencies>,
 }
 
 impl Recorder {
+    /// A recorder for an open loop (both views).
     pub fn new(unit: Unit) -> Recorder {
         Recorder {
             corrected: Latencies::new(unit),
-            uncorrected: Latencies::new(unit),
+            uncorrected: Some(Latencies::new(unit)),
+        }
+    }
+
+    /// A recorder for a closed loop: one histogram (half the memory and
+    /// half the recording work per request).
+    pub fn closed_loop(unit: Unit) -> Recorder {
+        Recorder {
+            corrected: Latencies::new(unit),
+            uncorrected: None,
         }
     }
 
@@ -334,13 +346,24 @@ impl Recorder {
         // intended time in the future of the send (clamp to zero).
         self.corrected
             .record_nanos(t.received.saturating_sub(t.intended.min(t.sent)));
-        self.uncorrected
-            .record_nanos(t.received.saturating_sub(t.sent));
+        if let Some(u) = &mut self.uncorrected {
+            u.record_nanos(t.received.saturating_sub(t.sent));
+        }
     }
 
     pub fn merge(&mut self, other: &Recorder) {
         self.corrected.merge(&other.corrected);
-        self.uncorrected.merge(&other.uncorrected);
+        match (&mut self.uncorrected, &other.uncorrected) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (Some(mine), None) => mine.merge(&other.corrected),
+            (None, _) => {}
+        }
+    }
+
+    /// The uncorrected view: its own histogram, or the corrected one in a
+    /// closed loop (where both are the same).
+    pub fn uncorrected_or_corrected(&self) -> &Latencies {
+        self.uncorrected.as_ref().unwrap_or(&self.corrected)
     }
 }
 
@@ -464,7 +487,7 @@ mod tests {
             free_at = received;
         }
         let c = rec.corrected.summary();
-        let u = rec.uncorrected.summary();
+        let u = rec.uncorrected_or_corrected().summary();
         // Uncorrected: one slow request in 1000, p99 still 20 µs.
         assert!(close(u.p99_us, 20.0), "uncorrected p99 {}", u.p99_us);
         assert!(close(u.max_us, 100_000.0));

@@ -225,7 +225,7 @@ where
     }
     // Histograms are allocated (and their pages touched) before the clock starts.
     let outcomes: Vec<Outcome> = (0..streams.len())
-        .map(|_| Outcome::new(config.unit))
+        .map(|_| Outcome::new(config.unit, config.rate.is_some()))
         .collect();
     let plan = Plan::start(config, &progress);
     let mut tasks = tokio::task::JoinSet::new();
@@ -261,7 +261,7 @@ where
         sockets.push(connect(i).await?);
     }
     let outcomes: Vec<Outcome> = (0..sockets.len())
-        .map(|_| Outcome::new(config.unit))
+        .map(|_| Outcome::new(config.unit, config.rate.is_some()))
         .collect();
     let plan = Plan::start(config, &progress);
     let mut tasks = tokio::task::JoinSet::new();
@@ -309,9 +309,13 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    pub(crate) fn new(unit: Unit) -> Outcome {
+    pub(crate) fn new(unit: Unit, open_loop: bool) -> Outcome {
         Outcome {
-            recorder: Recorder::new(unit),
+            recorder: if open_loop {
+                Recorder::new(unit)
+            } else {
+                Recorder::closed_loop(unit)
+            },
             requests: 0,
             warmup: 0,
             mismatches: 0,
@@ -377,7 +381,7 @@ impl Plan {
     /// Adds up what every connection measured.
     pub(crate) fn finish(self, outcomes: Vec<Result<Outcome, String>>) -> LoadReport {
         let c = &self.config;
-        let mut all = Outcome::new(c.unit);
+        let mut all = Outcome::new(c.unit, c.rate.is_some());
         let mut errors: Vec<String> = Vec::new();
         let mut failed = 0;
         let mut last_reply = 0;
@@ -423,8 +427,8 @@ impl Plan {
             warmup: c.warmup,
             rate: c.rate,
             message_bytes: c.message_bytes(),
+            uncorrected: all.recorder.uncorrected_or_corrected().clone(),
             latency: all.recorder.corrected,
-            uncorrected: all.recorder.uncorrected,
             requests: all.requests,
             warmup_requests: all.warmup,
             mismatches: all.mismatches,
