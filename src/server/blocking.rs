@@ -65,7 +65,10 @@ pub async fn accept_loop(
                     .name(format!("tcp {peer}"))
                     .stack_size(256 * 1024)
                     .spawn(move || {
-                        serve_connection(std, peer, &thread_ctx);
+                        // If the server's runtime goes away without a
+                        // shutdown (a panic, an early return), the waiter
+                        // task is dropped and the session stops too.
+                        serve_connection(std, peer, &thread_ctx, &|| done.is_closed());
                         let _ = done.send(());
                     });
                 match spawned {
@@ -91,10 +94,15 @@ pub async fn accept_loop(
     Ok(())
 }
 
-fn serve_connection(stream: std::net::TcpStream, peer: SocketAddr, ctx: &ServerContext) {
+fn serve_connection(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    ctx: &ServerContext,
+    abandoned: &dyn Fn() -> bool,
+) {
     ctx.log(format_args!("tcp {peer}: connected"));
     let started = Instant::now();
-    let report = serve_stream(stream, ctx);
+    let report = serve_stream(stream, ctx, abandoned);
     ctx.stats.record_session(&report);
     ctx.log(format_args!(
         "tcp {peer}: closed after {:.1} s, {} {} in, {} bytes in, {} bytes out{}",
@@ -111,7 +119,13 @@ fn serve_connection(stream: std::net::TcpStream, peer: SocketAddr, ctx: &ServerC
 }
 
 /// Serves one connection: the blocking twin of [`super::session::serve_stream`].
-pub fn serve_stream(mut stream: std::net::TcpStream, ctx: &ServerContext) -> SessionReport {
+/// `abandoned` says whether anyone still waits for this session (checked
+/// every [`POLL`] while idle); when not, it ends.
+pub fn serve_stream(
+    mut stream: std::net::TcpStream,
+    ctx: &ServerContext,
+    abandoned: &dyn Fn() -> bool,
+) -> SessionReport {
     let mut report = SessionReport::default();
     let idle = ctx.config.idle_timeout;
     let setup = stream
@@ -131,16 +145,21 @@ pub fn serve_stream(mut stream: std::net::TcpStream, ctx: &ServerContext) -> Ses
 
     loop {
         if !peer_done {
+            let mut flags = 0;
             if ctx.shutdown.is_cancelled() {
-                // An idle connection stops now; one with a partial message
-                // in hand may finish it within the grace period.
+                // An idle connection stops now (after taking what has
+                // already arrived, e.g. the peer's FIN); one with a partial
+                // message in hand may finish it within the grace period.
                 let until = *grace_until.get_or_insert_with(|| Instant::now() + ctx.config.grace);
-                if input.is_empty() || Instant::now() >= until {
+                if Instant::now() >= until {
                     report.ending = Some("server shutting down".into());
                     break;
                 }
+                if input.is_empty() {
+                    flags = libc::MSG_DONTWAIT;
+                }
             }
-            match read_into(&stream, &mut input) {
+            match read_into(&stream, &mut input, flags) {
                 Ok(0) => peer_done = true,
                 Ok(n) => {
                     last_input = Instant::now();
@@ -148,6 +167,14 @@ pub fn serve_stream(mut stream: std::net::TcpStream, ctx: &ServerContext) -> Ses
                     ctx.stats.bytes_in.fetch_add(n as u64, Relaxed);
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if flags != 0 {
+                        report.ending = Some("server shutting down".into());
+                        break;
+                    }
+                    if abandoned() {
+                        report.ending = Some("server gone".into());
+                        break;
+                    }
                     if last_input.elapsed() >= idle {
                         report.ending =
                             Some(format!("idle for {}", crate::cli::format_duration(idle)));
@@ -202,9 +229,13 @@ pub fn serve_stream(mut stream: std::net::TcpStream, ctx: &ServerContext) -> Ses
     report
 }
 
-/// One `recv` into the free space at the end of `input` (grown first if
-/// nearly full), without zeroing that space first.
-fn read_into(stream: &std::net::TcpStream, input: &mut BytesMut) -> std::io::Result<usize> {
+/// One `recv` (with `flags`, e.g. `MSG_DONTWAIT`) into the free space at
+/// the end of `input` (grown first if nearly full), without zeroing it.
+fn read_into(
+    stream: &std::net::TcpStream,
+    input: &mut BytesMut,
+    flags: libc::c_int,
+) -> std::io::Result<usize> {
     use std::os::fd::AsRawFd;
     if input.capacity() - input.len() < 4096 {
         input.reserve(16 * 1024);
@@ -218,7 +249,7 @@ fn read_into(stream: &std::net::TcpStream, input: &mut BytesMut) -> std::io::Res
             stream.as_raw_fd(),
             spare.as_mut_ptr().cast(),
             spare.len(),
-            0,
+            flags,
         )
     };
     if n < 0 {

@@ -224,11 +224,22 @@ pub async fn run(
     }
     if let Some(socket) = listeners.udp {
         // A thread of its own with a blocking socket: see udp::serve_blocking.
+        // A plain thread, not tokio's blocking pool (whose threads a runtime
+        // waits for when dropped); it ends on shutdown, or when this task
+        // (its `finished` receiver) is dropped with the runtime.
         let ctx = ctx.clone();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("udp echo".into())
+            .spawn(move || {
+                let result = udp::serve_blocking(socket, ctx, &|| done.is_closed());
+                let _ = done.send(result);
+            })
+            .context("starting the UDP server thread")?;
         services.spawn(async move {
-            tokio::task::spawn_blocking(move || udp::serve_blocking(socket, ctx))
+            finished
                 .await
-                .context("the UDP server thread failed")?
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the UDP server thread failed")))
         });
     }
     if listeners.tls.is_some() || listeners.quic.is_some() {

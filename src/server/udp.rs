@@ -38,14 +38,19 @@ const SHUTDOWN_POLL: std::time::Duration = std::time::Duration::from_millis(100)
 /// reference server does: one `recvfrom` that returns with the datagram
 /// and one `sendto` per message. (An async loop needs an `epoll_wait` and
 /// a failed `recvfrom` more per datagram, which on loopback costs ~10 %.)
-/// Checks the shutdown token whenever the socket has been idle for
-/// [`SHUTDOWN_POLL`]. `server::run` runs this on tokio's blocking pool.
-pub fn serve_blocking(socket: std::net::UdpSocket, ctx: Arc<ServerContext>) -> anyhow::Result<()> {
+/// Checks the shutdown token (and `abandoned`, true once nobody waits for
+/// this server any more) whenever the socket has been idle for
+/// [`SHUTDOWN_POLL`]. `server::run` runs this on a thread of its own.
+pub fn serve_blocking(
+    socket: std::net::UdpSocket,
+    ctx: Arc<ServerContext>,
+    abandoned: &dyn Fn() -> bool,
+) -> anyhow::Result<()> {
     socket.set_nonblocking(false)?;
     socket.set_read_timeout(Some(SHUTDOWN_POLL))?;
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut reply = Vec::with_capacity(MAX_DATAGRAM);
-    while !ctx.shutdown.is_cancelled() {
+    while !ctx.shutdown.is_cancelled() && !abandoned() {
         let (len, peer) = match socket.recv_from(&mut buf) {
             Ok(pair) => pair,
             Err(e)
