@@ -31,6 +31,11 @@ pub enum Command {
     Serve(crate::cmd::serve::ServeArgs),
     /// Talk to an echo server: interactively like nc, or with -m messages.
     Client(crate::cmd::client::ClientArgs),
+    /// Measure every transport under the same load, with in-process servers.
+    ///
+    /// Starts echo servers on 127.0.0.1, loads each transport in turn and
+    /// prints one table: latency percentiles and throughput per transport.
+    Bench(crate::cmd::bench::BenchArgs),
     /// Encode and decode proto frames: see a binary protocol byte by byte.
     #[command(subcommand)]
     Codec(crate::cmd::codec::CodecCommand),
@@ -124,6 +129,42 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("'{text}' is too large"))
 }
 
+/// Parses a request rate: `10000/s`, `10k/s`, `2.5k`, `500/ms`, `1M/s`; a
+/// bare number is per second. Returns requests per second.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let (amount, per) = match text.split_once('/') {
+        Some((a, p)) => (a.trim(), p.trim()),
+        None => (text, "s"),
+    };
+    let (number, factor) = match amount.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&amount[..i], 1e3),
+        Some((i, 'M')) => (&amount[..i], 1e6),
+        _ => (amount, 1.0),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a rate: use e.g. 10000/s, 10k/s, 500/ms"))?;
+    let per_second = match per {
+        "s" | "sec" => 1.0,
+        "ms" => 1e3,
+        "us" | "µs" => 1e6,
+        "m" | "min" => 1.0 / 60.0,
+        other => {
+            return Err(format!(
+                "unknown time unit '/{other}' in '{text}': use /s or /ms"
+            ))
+        }
+    };
+    let rate = value * factor * per_second;
+    if !(rate.is_finite() && rate > 0.0 && rate <= 1e9) {
+        return Err(format!(
+            "'{text}' is out of range (more than 0, at most 1G/s)"
+        ));
+    }
+    Ok(rate)
+}
+
 /// Formats a duration for people: `300ms`, `5s`, `2m30s`.
 pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs_f64();
@@ -175,6 +216,18 @@ mod tests {
         assert_eq!(parse_size("1M"), Ok(1 << 20));
         assert_eq!(parse_size("2kB"), Ok(2000));
         assert!(parse_size("1X").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("10000/s"), Ok(10_000.0));
+        assert_eq!(parse_rate("10k/s"), Ok(10_000.0));
+        assert_eq!(parse_rate("2.5k"), Ok(2_500.0));
+        assert_eq!(parse_rate("500/ms"), Ok(500_000.0));
+        assert_eq!(parse_rate("1M/s"), Ok(1e6));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("5/h").is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Client(args) => cmd::client::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
             Command::Codec(command) => cmd::codec::run(command),
             Command::Endian(args) => cmd::codec::endian(args),
             Command::Compare(args) => cmd::compare::run(args).await,

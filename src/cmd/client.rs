@@ -33,7 +33,7 @@ pub struct ClientArgs {
     /// Give up on connecting or on a reply after this long.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
-    /// Print the results as JSON on stdout (with -m).
+    /// Print the results as JSON on stdout (with -m, --count or --duration).
     #[arg(long)]
     pub json: bool,
     /// tls/quic: trust this CA certificate (PEM) instead of proto's local CA.
@@ -64,6 +64,8 @@ pub struct ClientArgs {
     /// of on a stream.
     #[arg(long)]
     pub datagram: bool,
+    #[command(flatten)]
+    pub load: crate::cmd::load::LoadArgs,
 }
 
 /// One message sent and what came back.
@@ -112,6 +114,9 @@ impl Echo {
 }
 
 pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    if args.load.is_load() {
+        return crate::cmd::load::run(&args).await;
+    }
     let target = Target::parse(
         args.target.as_deref().unwrap_or("localhost"),
         args.transport.default_port(),

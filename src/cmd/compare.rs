@@ -2,18 +2,17 @@
 //! first byte of data gets an answer, side by side with what theory says.
 
 use crate::lab::args::describe;
+use crate::lab::servers::LabServers;
 use crate::lab::{Lab, LinkArgs};
 use crate::measure::handshake::{measure_variant, Endpoints, Variant, VariantResult};
 use crate::output::compare::{render_csv, render_explanation, render_table, CompareReport};
 use crate::server::{self, Listeners, ServerConfig};
-use crate::transport::certs::CertDir;
-use crate::transport::{tcp, tls, Target};
+use crate::transport::{tls, Target};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -132,7 +131,7 @@ async fn loopback(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareRepo
     // The server's certificate first: the clients trust its CA.
     let config = ServerConfig::quiet_default()?;
     let listeners = Listeners::bind_all(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)?;
-    let endpoints = endpoints_of(&listeners, "localhost")?;
+    let endpoints = endpoints_from(&listeners.addresses(), "localhost")?;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(server::run(listeners, config, shutdown.clone()));
     let variants = measure_all(&args.protocols, &endpoints, runs, args.timeout).await;
@@ -167,47 +166,15 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
         describe(&config.client_to_server),
         describe(&config.server_to_client)
     );
-    let lab = Arc::new(
-        tokio::task::spawn_blocking(move || Lab::start(config))
-            .await
-            .context("starting the lab")??,
-    );
-    let server_ip = lab.server_ip();
-    // Fast Open needs the kernel's permission on both hosts (per namespace).
-    let fast_open = lab
-        .in_client(enable_fast_open)
-        .and(lab.in_server(enable_fast_open));
-    let server_config =
-        ServerConfig::quiet_with_certs(&CertDir::default_dir()?, &[server_ip.to_string()])?;
-    let listeners = lab
-        .in_server(|| Listeners::bind_all(server_ip, server::PLAIN_PORT, server::SECURE_PORT))
-        .context("binding the servers on the lab's server host")?;
-    let fast_open = fast_open.and_then(|()| match &listeners.tls {
-        Some(l) => tcp::set_fast_open_listener(l, 64).map_err(|e| format!("{e:#}")),
-        None => Ok(()),
-    });
-    let endpoints = endpoints_of(&listeners, &server_ip.to_string())?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(server::run(listeners, server_config, shutdown.clone()));
-
-    // The clients run on a thread inside the client namespace, with their
-    // own runtime: every socket they open belongs to the client host.
-    let client_lab = lab.clone();
+    let servers = LabServers::start(config).await?;
+    let server_ip = servers.lab().server_ip();
+    let endpoints = endpoints_from(&servers.addresses, &server_ip.to_string())?;
     let protocols = args.protocols.clone();
     let timeout = args.timeout;
-    let mut variants = tokio::task::spawn_blocking(move || {
-        client_lab.in_client(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            anyhow::Ok(runtime.block_on(measure_all(&protocols, &endpoints, runs, timeout)))
-        })
-    })
-    .await
-    .context("the client thread failed")??;
-    shutdown.cancel();
-    server.await.context("the in-process server failed")??;
-    if let Err(why) = fast_open {
+    let mut variants = servers
+        .on_client(move || async move { measure_all(&protocols, &endpoints, runs, timeout).await })
+        .await?;
+    if let Err(why) = &servers.fast_open {
         for v in variants
             .iter_mut()
             .filter(|v| v.protocol == Variant::Tls13ZeroRttTfo)
@@ -215,18 +182,13 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
             v.note = Some(format!("TCP Fast Open is not available here: {why}"));
         }
     }
-    let counters = match Arc::try_unwrap(lab) {
-        Ok(lab) => tokio::task::spawn_blocking(move || lab.shutdown())
-            .await
-            .ok(),
-        Err(lab) => Some(lab.counters()),
-    };
+    let (_, counters) = servers.stop().await?;
     Ok(CompareReport {
         environment: "lab".into(),
         setting,
         runs,
         variants,
-        link: counters.and_then(|c| serde_json::to_value(c).ok()),
+        link: serde_json::to_value(counters).ok(),
         configured_rtt_ms,
     })
 }
@@ -234,21 +196,16 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
 /// The round trip of the lab's link when none is given.
 pub const DEFAULT_LAB_RTT: Duration = Duration::from_millis(100);
 
-/// Lets this thread's network namespace use TCP Fast Open as client and
-/// server (`net.ipv4.tcp_fastopen = 3`). Call it on a thread inside the namespace.
-fn enable_fast_open() -> Result<(), String> {
-    std::fs::write(tcp::FAST_OPEN_SYSCTL, "3")
-        .map_err(|e| format!("cannot write {}: {e}", tcp::FAST_OPEN_SYSCTL))
-}
-
 /// The addresses of bound listeners, as the clients will dial them.
-pub fn endpoints_of(listeners: &Listeners, server_name: &str) -> anyhow::Result<Endpoints> {
+pub fn endpoints_from(
+    addresses: &[(&'static str, std::net::SocketAddr)],
+    server_name: &str,
+) -> anyhow::Result<Endpoints> {
     let get = |name: &str| {
-        listeners
-            .addresses()
-            .into_iter()
+        addresses
+            .iter()
             .find(|(s, _)| *s == name)
-            .map(|(_, a)| a)
+            .map(|(_, a)| *a)
             .with_context(|| format!("no {name} listener"))
     };
     Ok(Endpoints {

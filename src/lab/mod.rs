@@ -22,7 +22,8 @@
 //! * `forwarder.rs`: the precise-timing threads that carry the packets;
 //! * `pcap.rs`: the capture file writer;
 //! * `child.rs`: running a command "on" a host, and cleaning up after it;
-//! * `args.rs`: the command-line options any subcommand can flatten in.
+//! * `args.rs`: the command-line options any subcommand can flatten in;
+//! * `servers.rs`: proto's servers on one side, client work on the other.
 
 pub mod args;
 pub mod child;
@@ -30,6 +31,7 @@ pub mod forwarder;
 pub mod model;
 pub mod netns;
 pub mod pcap;
+pub mod servers;
 pub mod tun;
 
 pub use args::LinkArgs;

@@ -3,5 +3,14 @@
 //!
 //! * [`handshake`]: how many round trips each protocol spends before the
 //!   first byte of data gets an answer (`proto compare`).
+//! * [`histogram`]: HdrHistogram wrapper, percentiles, coordinated-omission
+//!   correction through intended send times (pure, no I/O).
+//! * [`load`]: closed- and open-loop load over streams and datagrams,
+//!   returning a [`load::LoadReport`]; generic over async streams.
+//! * [`blocking`]: the same load over plain TCP and UDP with a blocking
+//!   thread per connection (the fast path the CLI uses for those two).
 
+pub mod blocking;
 pub mod handshake;
+pub mod histogram;
+pub mod load;

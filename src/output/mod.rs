@@ -1,4 +1,10 @@
 //! Presentation only: pure functions from measured or decoded data to text.
+//!
+//! * [`bytes`]: annotated byte dumps of frames.
+//! * [`latency`]: percentile tables, ASCII histograms, `.hgrm`, JSON of load runs.
+//! * [`plot`]: the latency-by-percentile chart as SVG.
 
 pub mod bytes;
 pub mod compare;
+pub mod latency;
+pub mod plot;

@@ -8,7 +8,10 @@
 //! * [`udp`]: one datagram in, one datagram out.
 //! * [`tls`]: the TLS handshake (with 0-RTT early data) before a session.
 //! * [`quic`]: QUIC connections, each bidirectional stream one session.
+//! * [`blocking`]: plain TCP sessions on a thread each (the same session
+//!   logic, one system call per wait).
 
+pub mod blocking;
 pub mod quic;
 pub mod session;
 pub mod tls;
@@ -302,11 +305,28 @@ pub async fn run_observed(
     if let Some(l) = listeners.tcp {
         let listener =
             tokio::net::TcpListener::from_std(l).context("registering the TCP listener")?;
-        services.spawn(accept_loop(listener, ctx.clone(), Plain));
+        // Plain TCP: a thread per connection, see server::blocking.
+        services.spawn(blocking::accept_loop(listener, ctx.clone()));
     }
-    if let Some(s) = listeners.udp {
-        let socket = tokio::net::UdpSocket::from_std(s).context("registering the UDP socket")?;
-        services.spawn(udp::serve(socket, ctx.clone()));
+    if let Some(socket) = listeners.udp {
+        // A thread of its own with a blocking socket: see udp::serve_blocking.
+        // A plain thread, not tokio's blocking pool (whose threads a runtime
+        // waits for when dropped); it ends on shutdown, or when this task
+        // (its `finished` receiver) is dropped with the runtime.
+        let ctx = ctx.clone();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("udp echo".into())
+            .spawn(move || {
+                let result = udp::serve_blocking(socket, ctx, &|| done.is_closed());
+                let _ = done.send(result);
+            })
+            .context("starting the UDP server thread")?;
+        services.spawn(async move {
+            finished
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the UDP server thread failed")))
+        });
     }
     if listeners.tls.is_some() || listeners.quic.is_some() {
         let Some(identity) = ctx.config.identity.clone() else {

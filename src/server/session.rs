@@ -12,11 +12,11 @@
 use super::{ServerContext, ServerStats};
 use crate::echo::uppercase_into;
 use crate::wire::{Frame, FrameCodec, FrameCodecError, FrameError, FrameType, MAGIC, MAX_PAYLOAD};
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder};
+use tokio_util::codec::Decoder;
 
 /// How a session ended, for the connection's log line.
 #[derive(Debug, Default, Clone)]
@@ -65,7 +65,7 @@ impl Mode {
 }
 
 /// What the dialect decoder wants after a batch of input.
-enum Next {
+pub(crate) enum Next {
     /// Keep reading.
     Continue,
     /// Write what was produced, then close with this reason.
@@ -74,7 +74,7 @@ enum Next {
 
 /// Turns complete messages from `input` into replies in `output`. One per
 /// dialect; both are sans-IO.
-trait Dialect {
+pub(crate) trait Dialect {
     fn answer(&mut self, input: &mut BytesMut, output: &mut Vec<u8>, messages: &mut u64) -> Next;
 
     /// At the peer's half-close, after every complete message has been
@@ -101,16 +101,21 @@ trait Dialect {
 }
 
 /// `\n`-terminated text lines; a line over the limit closes the connection.
+///
+/// Lines are found with `memchr` (a vectorised byte search) and answered
+/// straight from the input buffer: no allocation per line, and a long line
+/// that arrives in pieces is searched only once.
 struct Lines {
-    codec: AnyDelimiterCodec,
     max_line: usize,
+    /// Bytes at the start of `input` already known to hold no `\n`.
+    scanned: usize,
 }
 
 impl Lines {
     fn new(max_line: usize) -> Lines {
         Lines {
-            codec: AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_line),
             max_line,
+            scanned: 0,
         }
     }
 
@@ -120,24 +125,37 @@ impl Lines {
         );
         Next::Close(format!("line longer than {} bytes", self.max_line))
     }
+
+    fn answer_line(line: &[u8], output: &mut Vec<u8>, messages: &mut u64) {
+        uppercase_into(line, output);
+        output.push(b'\n');
+        *messages += 1;
+    }
 }
 
 impl Dialect for Lines {
     fn answer(&mut self, input: &mut BytesMut, output: &mut Vec<u8>, messages: &mut u64) -> Next {
-        loop {
-            match self.codec.decode(input) {
-                Ok(Some(line)) => {
-                    uppercase_into(&line, output);
-                    output.push(b'\n');
-                    *messages += 1;
+        let mut start = 0; // first byte of the line being looked at
+        let next = loop {
+            let rest = &input[start..];
+            // A line may be max_line bytes plus its '\n': look no further.
+            let window = rest.len().min(self.max_line.saturating_add(1));
+            match memchr::memchr(b'\n', &rest[self.scanned.min(window)..window]) {
+                Some(pos) => {
+                    let end = self.scanned.min(window) + pos;
+                    Self::answer_line(&rest[..end], output, messages);
+                    start += end + 1;
+                    self.scanned = 0;
                 }
-                Ok(None) => return Next::Continue,
-                Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
-                    return self.too_long(output)
+                None if rest.len() > self.max_line => break self.too_long(output),
+                None => {
+                    self.scanned = rest.len();
+                    break Next::Continue;
                 }
-                Err(AnyDelimiterCodecError::Io(e)) => return Next::Close(e.to_string()),
             }
-        }
+        };
+        input.advance(start);
+        next
     }
 
     fn answer_remainder(
@@ -146,18 +164,14 @@ impl Dialect for Lines {
         output: &mut Vec<u8>,
         messages: &mut u64,
     ) -> Next {
-        // A last line without '\n' before the half-close is still a line.
-        match self.codec.decode_eof(input) {
-            Ok(Some(line)) if !line.is_empty() => {
-                uppercase_into(&line, output);
-                output.push(b'\n');
-                *messages += 1;
-                Next::Continue
-            }
-            Ok(_) => Next::Continue,
-            Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => self.too_long(output),
-            Err(AnyDelimiterCodecError::Io(e)) => Next::Close(e.to_string()),
+        // A last line without '\n' before the half-close is still a line
+        // (answer() has already refused it if it is too long).
+        if !input.is_empty() {
+            Self::answer_line(input, output, messages);
+            input.clear();
+            self.scanned = 0;
         }
+        Next::Continue
     }
 }
 
@@ -240,22 +254,80 @@ impl Dialect for Framed {
     }
 }
 
+/// The dialect of a connection, from its first byte: the frame magic, or text.
+pub(crate) fn choose_dialect(
+    input: &[u8],
+    ctx: &ServerContext,
+    report: &mut SessionReport,
+) -> Box<dyn Dialect + Send> {
+    if input.first() == Some(&MAGIC) {
+        report.mode = Some(Mode::Framed);
+        Box::new(Framed)
+    } else {
+        report.mode = Some(Mode::Lines);
+        Box::new(Lines::new(ctx.config.max_line))
+    }
+}
+
 /// Serves one connection until the peer closes, misbehaves, idles out, or
 /// the server shuts down. Never panics on anything the peer sends.
+///
+/// This is the server's hot path: per round trip it costs one `read`, one
+/// `write` and the runtime's wait for the socket, nothing else. The idle
+/// timer and the shutdown signal are set up once per connection (not once
+/// per read), and statistics are added up locally and published per batch.
 pub async fn serve_stream<S>(mut stream: S, ctx: &ServerContext) -> SessionReport
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut report = SessionReport::default();
-    let mut input = BytesMut::with_capacity(8 * 1024);
-    let mut output = Vec::with_capacity(8 * 1024);
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut output = Vec::with_capacity(16 * 1024);
     let mut dialect: Option<Box<dyn Dialect + Send>> = None;
     let idle = ctx.config.idle_timeout;
     let mut peer_done = false;
+    // One timer for the whole connection: when it fires, it checks when
+    // the peer last sent something and either re-arms or ends the session.
+    let mut last_input = tokio::time::Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+    let shutdown = ctx.shutdown.cancelled();
+    tokio::pin!(shutdown);
 
     loop {
         if !peer_done {
-            match read_some(&mut stream, &mut input, idle, ctx, &mut report).await {
+            if input.capacity() - input.len() < 4096 {
+                input.reserve(16 * 1024);
+            }
+            // On shutdown, a connection with a partial message in hand may
+            // finish it (until the server's grace period runs out); an idle
+            // one stops now.
+            let wait_for_shutdown = input.is_empty();
+            let outcome = tokio::select! {
+                biased;
+                read = stream.read_buf(&mut input) => match read {
+                    Ok(0) => ReadOutcome::Eof,
+                    Ok(n) => {
+                        last_input = tokio::time::Instant::now();
+                        report.bytes_in += n as u64;
+                        ctx.stats.bytes_in.fetch_add(n as u64, Relaxed);
+                        ReadOutcome::Data
+                    }
+                    Err(e) => ReadOutcome::Stop(Some(format!("read failed: {e}"))),
+                },
+                () = &mut idle_timer => {
+                    let deadline = last_input + idle;
+                    if tokio::time::Instant::now() < deadline {
+                        idle_timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    ReadOutcome::Stop(Some(format!("idle for {}", crate::cli::format_duration(idle))))
+                }
+                () = &mut shutdown, if wait_for_shutdown => {
+                    ReadOutcome::Stop(Some("server shutting down".into()))
+                }
+            };
+            match outcome {
                 ReadOutcome::Data => {}
                 ReadOutcome::Eof => peer_done = true,
                 ReadOutcome::Stop(reason) => {
@@ -264,24 +336,18 @@ where
                 }
             }
         }
-        let d = dialect.get_or_insert_with(|| {
-            if input.first() == Some(&MAGIC) {
-                report.mode = Some(Mode::Framed);
-                Box::new(Framed)
-            } else {
-                report.mode = Some(Mode::Lines);
-                Box::new(Lines::new(ctx.config.max_line))
-            }
-        });
+        let d = dialect.get_or_insert_with(|| choose_dialect(&input, ctx, &mut report));
         let before = report.messages;
         let next = if peer_done {
             d.answer_last(&mut input, &mut output, &mut report.messages)
         } else {
             d.answer(&mut input, &mut output, &mut report.messages)
         };
-        ctx.stats
-            .messages
-            .fetch_add(report.messages - before, Relaxed);
+        if report.messages != before {
+            ctx.stats
+                .messages
+                .fetch_add(report.messages - before, Relaxed);
+        }
         if !output.is_empty() {
             if let Err(e) = write_all(&mut stream, &output, idle).await {
                 report.ending = Some(format!("write failed: {e}"));
@@ -313,45 +379,34 @@ enum ReadOutcome {
     Stop(Option<String>),
 }
 
-async fn read_some<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    input: &mut BytesMut,
-    idle: Duration,
-    ctx: &ServerContext,
-    report: &mut SessionReport,
-) -> ReadOutcome {
-    if input.capacity() - input.len() < 4096 {
-        input.reserve(8 * 1024);
-    }
-    // On shutdown, a connection with a partial message in hand may finish
-    // it (until the server's grace period runs out); an idle one stops now.
-    let wait_for_shutdown = input.is_empty();
-    tokio::select! {
-        biased;
-        read = tokio::time::timeout(idle, stream.read_buf(input)) => match read {
-            Ok(Ok(0)) => ReadOutcome::Eof,
-            Ok(Ok(n)) => {
-                report.bytes_in += n as u64;
-                ctx.stats.bytes_in.fetch_add(n as u64, Relaxed);
-                ReadOutcome::Data
-            }
-            Ok(Err(e)) => ReadOutcome::Stop(Some(format!("read failed: {e}"))),
-            Err(_) => ReadOutcome::Stop(Some(format!("idle for {}", crate::cli::format_duration(idle)))),
-        },
-        _ = ctx.shutdown.cancelled(), if wait_for_shutdown => {
-            ReadOutcome::Stop(Some("server shutting down".into()))
-        }
-    }
-}
-
+/// Writes all of `bytes`. The reply almost always fits into the socket
+/// buffer at once, so that is tried first without setting up a timer; only
+/// a peer that does not read makes us wait, and then at most `limit`.
 async fn write_all<S: AsyncWrite + Unpin>(
     stream: &mut S,
     bytes: &[u8],
     limit: Duration,
 ) -> std::io::Result<()> {
+    use futures_util::FutureExt;
+    let mut written = 0;
+    while written < bytes.len() {
+        match stream.write(&bytes[written..]).now_or_never() {
+            Some(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Some(Ok(n)) => written += n,
+            Some(Err(e)) => return Err(e),
+            None => break, // the socket buffer is full: wait below
+        }
+    }
+    let rest = &bytes[written..];
+    if rest.is_empty() {
+        // TCP's flush does nothing; TLS's may have records to push out.
+        if let Some(result) = stream.flush().now_or_never() {
+            return result;
+        }
+    }
     // A peer that never reads would otherwise hold this task forever.
     match tokio::time::timeout(limit, async {
-        stream.write_all(bytes).await?;
+        stream.write_all(rest).await?;
         stream.flush().await
     })
     .await

@@ -1,0 +1,412 @@
+//! `proto client … --count N | --duration D`: latency under load.
+//!
+//! Options → [`LoadConfig`] → [`crate::measure::load`] → renderers in
+//! [`crate::output::latency`] and [`crate::output::plot`]. The same
+//! [`run_load`] serves `proto bench`.
+
+use crate::cli::{parse_duration, parse_rate, parse_size};
+use crate::cmd::client::ClientArgs;
+use crate::measure::blocking;
+use crate::measure::histogram::Unit;
+use crate::measure::load::{LoadConfig, LoadProgress, LoadReport, Stop};
+use crate::output::{latency, plot};
+use crate::transport::{quic, tls, Stream, Target, Transport};
+use anyhow::{bail, Context};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Load-mode options of `proto client` (flattened into its arguments).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Load mode (latency percentiles under load)")]
+pub struct LoadArgs {
+    /// Load mode: send N requests in all (over all connections), then print
+    /// latency percentiles, throughput and a histogram.
+    #[arg(long, value_name = "N", conflicts_with_all = ["duration", "messages"])]
+    pub count: Option<u64>,
+    /// Load mode: send requests for this long (after --warmup).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "messages")]
+    pub duration: Option<Duration>,
+    /// Connections (UDP: sockets), each with one request in flight.
+    #[arg(short = 'c', long, default_value_t = 1, value_name = "C")]
+    pub connections: usize,
+    /// QUIC only: streams per connection, each with one request in flight.
+    #[arg(long, default_value_t = 1, value_name = "S")]
+    pub streams: usize,
+    /// Payload bytes per message (text: letters before the newline).
+    #[arg(long, default_value = "64", value_parser = parse_size, value_name = "BYTES")]
+    pub size: usize,
+    /// Send for this long first without recording (connections warm up,
+    /// caches fill, CPU clocks rise).
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub warmup: Duration,
+    /// Open loop: send R requests per second in all, on a fixed schedule,
+    /// and count each latency from its intended send time
+    /// (coordinated-omission correction). Default: closed loop.
+    #[arg(long, value_parser = parse_rate, value_name = "R/s")]
+    pub rate: Option<f64>,
+    /// UDP: a reply not back within this long counts as lost.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lost_after: Duration,
+    /// Write HdrHistogram's percentile distribution (.hgrm, milliseconds)
+    /// to FILE, for its plotter.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+    /// Draw latency by percentile as an SVG chart into FILE.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    /// Whether the user asked for load mode at all.
+    pub fn is_load(&self) -> bool {
+        self.count.is_some() || self.duration.is_some()
+    }
+
+    /// The run's shape, before any socket is opened.
+    pub fn config(&self, transport: Transport, framed: bool, timeout: Duration) -> LoadConfig {
+        LoadConfig {
+            // Every QUIC stream is one request-in-flight "connection" of the load.
+            connections: self.connections * self.streams.max(1),
+            size: self.size,
+            framed,
+            stop: match (self.count, self.duration) {
+                (Some(n), _) => Stop::Count(n),
+                (None, Some(d)) => Stop::Duration(d),
+                (None, None) => Stop::Count(1),
+            },
+            warmup: self.warmup,
+            rate: self.rate,
+            timeout: if transport == Transport::Udp {
+                self.lost_after
+            } else {
+                timeout
+            },
+            unit: Unit::Nanos,
+        }
+    }
+}
+
+/// Entry point from `proto client` when `--count` or `--duration` is given.
+pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let load = &args.load;
+    let target = Target::parse(
+        args.target.as_deref().unwrap_or("localhost"),
+        args.transport.default_port(),
+    )?;
+    let config = load.config(args.transport, args.framed, args.timeout);
+    config.validate().map_err(anyhow::Error::msg)?;
+    if load.streams != 1 && args.transport != Transport::Quic {
+        bail!(
+            "--streams is for QUIC (streams inside one connection); use --connections for {}",
+            args.transport.name()
+        );
+    }
+    let label = format!("{} {}", args.transport.name(), target);
+    if !args.json {
+        println!("proto client: {}", describe(&label, &config));
+    }
+    let progress = Arc::new(LoadProgress::default());
+    let bar = ProgressDisplay::start(&progress, &config, args.transport.name());
+    let security = Security::from_args(args)?;
+    let result = run_load(
+        args.transport,
+        &target,
+        &config,
+        &security,
+        load.streams.max(1),
+        args.timeout,
+        progress,
+    )
+    .await;
+    bar.finish().await;
+    let report = result?;
+
+    if let Some(path) = &load.hgrm {
+        std::fs::write(path, latency::hgrm(&report.latency))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &load.plot {
+        std::fs::write(path, chart(&label, &report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let target_text = target.to_string();
+    if args.json {
+        let json = latency::LoadJson::new(&report, args.transport.name(), &target_text);
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", render_text(&report));
+        for (what, path) in [
+            ("percentile distribution", &load.hgrm),
+            ("chart", &load.plot),
+        ] {
+            if let Some(p) = path {
+                println!("{what} written to {}", p.display());
+            }
+        }
+    }
+    Ok(if healthy(&report) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A run succeeded if something was measured and every reply was right.
+/// UDP losses are a measurement, not a failure.
+pub fn healthy(report: &LoadReport) -> bool {
+    report.latency.count() > 0 && report.mismatches == 0 && report.failed_connections == 0
+}
+
+/// One line saying what is about to happen.
+pub fn describe(label: &str, c: &LoadConfig) -> String {
+    let amount = match c.stop {
+        Stop::Count(n) => format!("{n} requests"),
+        Stop::Duration(d) => format!("for {}", crate::cli::format_duration(d)),
+    };
+    let mode = match c.rate {
+        Some(r) => format!("open loop at {r:.0} requests/s (latency from intended send times)"),
+        None => "closed loop (one request in flight per connection)".into(),
+    };
+    let warmup = if c.warmup.is_zero() {
+        String::new()
+    } else {
+        format!(
+            " after {} of warm-up",
+            crate::cli::format_duration(c.warmup)
+        )
+    };
+    format!(
+        "{label}: {amount}{warmup}, {} connection{}, {}-byte {}, {mode}",
+        c.connections,
+        if c.connections == 1 { "" } else { "s" },
+        c.size,
+        if c.framed { "frames" } else { "lines" },
+    )
+}
+
+/// The human report: table, throughput, errors, histogram.
+pub fn render_text(report: &LoadReport) -> String {
+    let mut out = latency::percentile_table(&latency::report_rows(report));
+    out.push('\n');
+    out.push_str(&latency::summary_lines(report));
+    let buckets = report.latency.log_buckets(16);
+    if !buckets.is_empty() {
+        out.push_str("\nlatency histogram (log scale):\n");
+        out.push_str(&latency::ascii_histogram(&buckets, 50));
+    }
+    out
+}
+
+/// The SVG chart of a run: corrected and (open loop) uncorrected lines.
+pub fn chart(label: &str, report: &LoadReport) -> String {
+    let corrected = report.latency.percentile_distribution(5);
+    let uncorrected = report.uncorrected.percentile_distribution(5);
+    let mut series = vec![plot::Series {
+        label: if report.rate.is_some() {
+            "corrected (from intended send time)"
+        } else {
+            "round trip"
+        },
+        points: &corrected,
+    }];
+    if report.rate.is_some() {
+        series.push(plot::Series {
+            label: "uncorrected (from actual send time)",
+            points: &uncorrected,
+        });
+    }
+    let mode = match report.rate {
+        Some(r) => format!("{r:.0} requests/s"),
+        None => "closed loop".into(),
+    };
+    let title = format!(
+        "{label}: latency by percentile, {} requests, {mode}",
+        report.latency.count()
+    );
+    plot::latency_by_percentile(&title, &series, report.latency.count())
+}
+
+/// Connects and runs the load for one transport. The one place where a
+/// new transport plugs into load mode.
+/// How a load client reaches a TLS or QUIC server (unused for tcp/udp).
+pub struct Security {
+    pub trust: tls::Trust,
+    pub server_name: Option<String>,
+    pub tls_version: Option<tls::TlsVersion>,
+}
+
+impl Security {
+    fn from_args(args: &ClientArgs) -> anyhow::Result<Security> {
+        let trust = if args.transport.is_encrypted() {
+            tls::Trust::from_options(args.ca.as_deref(), args.insecure)?
+        } else {
+            tls::Trust::Insecure // never used for tcp/udp
+        };
+        Ok(Security {
+            trust,
+            server_name: args.server_name.clone(),
+            tls_version: args.tls_version,
+        })
+    }
+}
+
+/// Any stream the async load driver can use: a TLS stream, a QUIC stream.
+pub trait LoadStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> LoadStream for T {}
+
+pub async fn run_load(
+    transport: Transport,
+    target: &Target,
+    config: &LoadConfig,
+    security: &Security,
+    streams_per_connection: usize,
+    connect_timeout: Duration,
+    progress: Arc<LoadProgress>,
+) -> anyhow::Result<LoadReport> {
+    match transport {
+        // Plain TCP and UDP: a blocking thread per connection, like the C
+        // reference client (one system call per wait instead of two).
+        Transport::Tcp | Transport::Udp => {
+            let addr = *target.resolve().await?.first().context("no address")?;
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                if transport == Transport::Tcp {
+                    blocking::run_tcp(&config, addr, connect_timeout, progress)
+                } else {
+                    blocking::run_udp(&config, addr, progress)
+                }
+            })
+            .await
+            .context("the load threads failed")?
+        }
+        // TLS: a full handshake per connection (before the clock starts),
+        // then requests over the encrypted stream.
+        Transport::Tls => {
+            let mut opts = tls::ClientTlsOptions::new(&security.trust, security.tls_version)?;
+            opts.server_name = security.server_name.clone();
+            let connect = |_| {
+                let opts = opts.clone();
+                async move { Ok(tls::connect(target, &opts, connect_timeout).await?.0) }
+            };
+            crate::measure::load::run_streams(config, connect, progress).await
+        }
+        // QUIC: `--streams S` streams share each connection; each stream has
+        // one request in flight, so S streams multiplex S requests on one
+        // congestion-controlled connection.
+        Transport::Quic => {
+            let mut opts = quic::ClientQuicOptions::new(&security.trust)?;
+            opts.server_name = security.server_name.clone();
+            let current: std::sync::Mutex<Option<quinn::Connection>> = Default::default();
+            let connect = |i: usize| {
+                let opts = opts.clone();
+                let current = &current;
+                async move {
+                    let existing = if i.is_multiple_of(streams_per_connection) {
+                        None
+                    } else {
+                        current.lock().ok().and_then(|c| c.clone())
+                    };
+                    let stream: Box<dyn LoadStream> = match existing {
+                        Some(connection) => {
+                            let (send, recv) = connection
+                                .open_bi()
+                                .await
+                                .map_err(|e| anyhow::anyhow!("cannot open a QUIC stream: {e}"))?;
+                            Box::new(tokio::io::join(recv, send))
+                        }
+                        None => {
+                            let (stream, _) = quic::connect(target, &opts, connect_timeout).await?;
+                            if let Stream::Quic(q) = &stream {
+                                if let Ok(mut c) = current.lock() {
+                                    *c = Some(q.connection.clone());
+                                }
+                            }
+                            Box::new(stream)
+                        }
+                    };
+                    anyhow::Ok(stream)
+                }
+            };
+            crate::measure::load::run_streams(config, connect, progress).await
+        }
+    }
+}
+
+/// A progress bar on stderr while a run goes on (none when stderr is not a
+/// terminal, so pipes and CI logs stay clean).
+pub struct ProgressDisplay {
+    task: Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)>,
+}
+
+impl ProgressDisplay {
+    pub fn start(
+        progress: &Arc<LoadProgress>,
+        config: &LoadConfig,
+        label: &str,
+    ) -> ProgressDisplay {
+        if !std::io::stderr().is_terminal() {
+            return ProgressDisplay { task: None };
+        }
+        let warmup = config.warmup;
+        let (len, template) = match config.stop {
+            Stop::Count(n) => (n, "{prefix:>5} [{bar:40}] {pos}/{len} requests {msg}"),
+            Stop::Duration(d) => (
+                (d + warmup).as_millis() as u64,
+                "{prefix:>5} [{bar:40}] {msg}",
+            ),
+        };
+        let style = indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(len),
+            indicatif::ProgressDrawTarget::stderr(),
+        )
+        .with_style(style)
+        .with_prefix(label.to_string());
+        let stop = config.stop;
+        let progress = progress.clone();
+        let shown = bar.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let done = progress.completed.load(Relaxed);
+                let started = progress.started_at.load(Relaxed);
+                match stop {
+                    Stop::Count(_) => {
+                        shown.set_position(done);
+                        if started == 0 {
+                            shown.set_message("connecting");
+                        } else {
+                            shown.set_message("");
+                        }
+                    }
+                    Stop::Duration(_) => {
+                        let ms = if started == 0 {
+                            0
+                        } else {
+                            crate::client::monotonic_nanos().saturating_sub(started) / 1_000_000
+                        };
+                        shown.set_position(ms);
+                        shown.set_message(format!("{done} requests"));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        ProgressDisplay {
+            task: Some((bar, task)),
+        }
+    }
+
+    pub async fn finish(self) {
+        if let Some((bar, task)) = self.task {
+            task.abort();
+            let _ = task.await;
+            bar.finish_and_clear();
+        }
+    }
+}

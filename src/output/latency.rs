@@ -1,0 +1,367 @@
+//! Load results as text: the percentile table, the throughput line, an
+//! ASCII histogram, HdrHistogram's `.hgrm` percentile distribution, JSON.
+//!
+//! Pure functions from [`LoadReport`] (or its parts) to `String`s; the
+//! command decides where they go.
+
+use crate::measure::histogram::{Bucket, Latencies, LatencySummary, PercentilePoint};
+use crate::measure::load::{LoadReport, Stop};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use serde::Serialize;
+use std::fmt::Write;
+
+/// Formats microseconds with 3 significant digits: `1.23`, `16.4`, `164`, `16400`.
+pub fn format_us(us: f64) -> String {
+    if !us.is_finite() {
+        return "-".into();
+    }
+    let a = us.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a < 10.0 {
+        format!("{us:.2}")
+    } else if a < 100.0 {
+        format!("{us:.1}")
+    } else {
+        // Keep 3 significant digits of larger numbers too: 123456 → 123000.
+        let digits = a.log10().floor() as i32 + 1;
+        let scale = 10f64.powi(digits - 3);
+        format!("{:.0}", (us / scale).round() * scale)
+    }
+}
+
+/// The column heads of the percentile table, and how to pick each number.
+/// Picks one number out of a summary.
+type Pick = fn(&LatencySummary) -> f64;
+
+const COLUMNS: [(&str, Pick); 8] = [
+    ("p50", |s| s.p50_us),
+    ("p90", |s| s.p90_us),
+    ("p99", |s| s.p99_us),
+    ("p99.9", |s| s.p99_9_us),
+    ("p99.99", |s| s.p99_99_us),
+    ("max", |s| s.max_us),
+    ("mean", |s| s.mean_us),
+    ("stddev", |s| s.stddev_us),
+];
+
+/// The percentile table: one row per `(label, summary)`, values in µs.
+pub fn percentile_table(rows: &[(&str, LatencySummary)]) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    let mut head = vec![Cell::new("latency (µs)")];
+    head.extend(COLUMNS.iter().map(|(name, _)| Cell::new(name)));
+    table.set_header(head);
+    for (label, summary) in rows {
+        let mut row = vec![Cell::new(label)];
+        row.extend(COLUMNS.iter().map(|(_, pick)| {
+            Cell::new(format_us(pick(summary))).set_alignment(CellAlignment::Right)
+        }));
+        table.add_row(row);
+    }
+    table.to_string()
+}
+
+/// The rows of a report's table: the latency, and in an open loop also the
+/// uncorrected view, so that the difference is visible.
+pub fn report_rows(report: &LoadReport) -> Vec<(&'static str, LatencySummary)> {
+    if report.rate.is_some() {
+        vec![
+            ("corrected", report.latency.summary()),
+            ("uncorrected", report.uncorrected.summary()),
+        ]
+    } else {
+        vec![("round trip", report.latency.summary())]
+    }
+}
+
+/// Throughput, errors and losses as a few lines of text.
+pub fn summary_lines(report: &LoadReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "throughput: {:.0} requests/s, {:.2} MB/s one way ({} bytes per message), {} requests in {:.3} s",
+        report.requests_per_sec(),
+        report.megabytes_per_sec(),
+        report.message_bytes,
+        report.latency.count(),
+        report.elapsed.as_secs_f64()
+    );
+    let _ = write!(
+        out,
+        "errors: {} wrong replies, {} failed connections",
+        report.mismatches, report.failed_connections
+    );
+    if report.lost > 0 || report.late > 0 {
+        let _ = write!(
+            out,
+            ", {} lost ({:.2} %), {} late",
+            report.lost,
+            report.loss_ratio() * 100.0,
+            report.late
+        );
+    }
+    if report.unsent > 0 {
+        let _ = write!(
+            out,
+            ", {} scheduled requests never sent (the server could not keep up with --rate)",
+            report.unsent
+        );
+    }
+    out.push('\n');
+    for e in &report.errors {
+        let _ = writeln!(out, "  {e}");
+    }
+    out
+}
+
+/// A horizontal bar chart of `buckets` (log-spaced latency ranges), `width`
+/// characters for the longest bar.
+pub fn ascii_histogram(buckets: &[Bucket], width: usize) -> String {
+    let mut out = String::new();
+    let max = buckets.iter().map(|b| b.count).max().unwrap_or(0);
+    if max == 0 {
+        return out;
+    }
+    let labels: Vec<String> = buckets
+        .iter()
+        .map(|b| format!("{} – {} µs", format_us(b.low_us), format_us(b.high_us)))
+        .collect();
+    let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    for (b, label) in buckets.iter().zip(&labels) {
+        // Eighths of a character, so small counts still show.
+        let eighths = (b.count as f64 / max as f64 * width as f64 * 8.0).round() as usize;
+        let mut bar = "█".repeat(eighths / 8);
+        if !eighths.is_multiple_of(8) {
+            bar.push(['▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8 - 1]);
+        } else if b.count > 0 && eighths == 0 {
+            bar.push('▏');
+        }
+        let _ = writeln!(
+            out,
+            "{label:>label_width$} │{bar:<width$} {}",
+            b.count,
+            width = width + 1
+        );
+    }
+    out
+}
+
+/// HdrHistogram's percentile-distribution text (`outputPercentileDistribution`
+/// of the Java library, what wrk2 prints and the HdrHistogram plotter
+/// reads). Values are in milliseconds, as the plotter expects.
+pub fn hgrm(latencies: &Latencies) -> String {
+    const TO_MS: f64 = 1e-3;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
+    for p in latencies.percentile_distribution(5) {
+        let value = p.value_us * TO_MS;
+        if p.quantile < 1.0 {
+            let _ = writeln!(
+                out,
+                "{value:12.6} {:2.12} {:10} {:14.2}",
+                p.quantile,
+                p.total_count,
+                1.0 / (1.0 - p.quantile)
+            );
+        } else {
+            let _ = writeln!(out, "{value:12.6} {:2.12} {:10}", p.quantile, p.total_count);
+        }
+    }
+    let s = latencies.summary();
+    let h = latencies.histogram();
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.6}, StdDeviation   = {:12.6}]",
+        s.mean_us * TO_MS,
+        s.stddev_us * TO_MS
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:12.6}, Total count    = {:12}]",
+        s.max_us * TO_MS,
+        s.count
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:12}, SubBuckets     = {:12}]",
+        h.buckets(),
+        sub_buckets(h.sigfig())
+    );
+    out
+}
+
+/// HdrHistogram's sub-bucket count for a precision: the power of two
+/// that holds 2 × 10^digits (2048 for 3 digits).
+fn sub_buckets(digits: u8) -> u64 {
+    (2 * 10u64.pow(u32::from(digits))).next_power_of_two()
+}
+
+/// A whole run as JSON (everything the text shows, and the percentile
+/// distribution).
+#[derive(Debug, Serialize)]
+pub struct LoadJson<'a> {
+    pub transport: &'a str,
+    pub target: &'a str,
+    /// `closed` or `open`.
+    pub mode: &'static str,
+    pub connections: usize,
+    pub size: usize,
+    pub framed: bool,
+    pub message_bytes: usize,
+    pub count: Option<u64>,
+    pub duration_s: Option<f64>,
+    pub warmup_s: f64,
+    pub rate_per_s: Option<f64>,
+    pub requests: u64,
+    pub warmup_requests: u64,
+    pub mismatches: u64,
+    pub lost: u64,
+    pub loss_ratio: f64,
+    pub late: u64,
+    pub unsent: u64,
+    pub failed_connections: u64,
+    pub errors: &'a [String],
+    pub elapsed_s: f64,
+    pub requests_per_s: f64,
+    pub mb_per_s: f64,
+    /// In an open loop: corrected for coordinated omission.
+    pub latency_us: LatencySummary,
+    /// Open loop only: from the actual send times.
+    pub uncorrected_latency_us: Option<LatencySummary>,
+    pub percentiles: Vec<PercentilePoint>,
+}
+
+impl<'a> LoadJson<'a> {
+    pub fn new(report: &'a LoadReport, transport: &'a str, target: &'a str) -> LoadJson<'a> {
+        LoadJson {
+            transport,
+            target,
+            mode: if report.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            connections: report.connections,
+            size: report.size,
+            framed: report.framed,
+            message_bytes: report.message_bytes,
+            count: match report.stop {
+                Stop::Count(n) => Some(n),
+                Stop::Duration(_) => None,
+            },
+            duration_s: match report.stop {
+                Stop::Duration(d) => Some(d.as_secs_f64()),
+                Stop::Count(_) => None,
+            },
+            warmup_s: report.warmup.as_secs_f64(),
+            rate_per_s: report.rate,
+            requests: report.requests,
+            warmup_requests: report.warmup_requests,
+            mismatches: report.mismatches,
+            lost: report.lost,
+            loss_ratio: report.loss_ratio(),
+            late: report.late,
+            unsent: report.unsent,
+            failed_connections: report.failed_connections,
+            errors: &report.errors,
+            elapsed_s: report.elapsed.as_secs_f64(),
+            requests_per_s: report.requests_per_sec(),
+            mb_per_s: report.megabytes_per_sec(),
+            latency_us: report.latency.summary(),
+            uncorrected_latency_us: report.rate.map(|_| report.uncorrected.summary()),
+            percentiles: report.latency.percentile_distribution(5),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::histogram::Unit;
+
+    fn sample() -> Latencies {
+        let mut l = Latencies::new(Unit::Nanos);
+        for us in 1..=1000u64 {
+            l.record_nanos(us * 1000);
+        }
+        l
+    }
+
+    #[test]
+    fn three_significant_digits() {
+        assert_eq!(format_us(1.234), "1.23");
+        assert_eq!(format_us(16.44), "16.4");
+        assert_eq!(format_us(164.4), "164");
+        assert_eq!(format_us(123_456.0), "123000");
+        assert_eq!(format_us(0.0), "0");
+    }
+
+    #[test]
+    fn table_has_every_column() {
+        let t = percentile_table(&[("round trip", sample().summary())]);
+        for col in [
+            "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean", "stddev",
+        ] {
+            assert!(t.contains(col), "{col} missing in\n{t}");
+        }
+        assert!(t.contains("500"), "{t}");
+    }
+
+    #[test]
+    fn ascii_histogram_scales_to_the_largest_bucket() {
+        let buckets = [
+            Bucket {
+                low_us: 10.0,
+                high_us: 20.0,
+                count: 100,
+            },
+            Bucket {
+                low_us: 20.0,
+                high_us: 40.0,
+                count: 50,
+            },
+            Bucket {
+                low_us: 40.0,
+                high_us: 80.0,
+                count: 1,
+            },
+        ];
+        let text = ascii_histogram(&buckets, 10);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].matches('█').count(), 10);
+        assert_eq!(lines[1].matches('█').count(), 5);
+        assert!(lines[2].contains('▏') && lines[2].ends_with(" 1"), "{text}");
+    }
+
+    #[test]
+    fn hgrm_has_the_standard_shape() {
+        let text = hgrm(&sample());
+        let mut lines = text.lines();
+        let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            head,
+            ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"]
+        );
+        assert_eq!(lines.next(), Some(""));
+        let rows: Vec<Vec<f64>> = lines
+            .clone()
+            .take_while(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect())
+            .collect();
+        assert!(rows.len() > 20);
+        assert!(rows[..rows.len() - 1].iter().all(|r| r.len() == 4));
+        let last = rows.last().unwrap();
+        assert_eq!(last.len(), 3);
+        assert_eq!(last[1], 1.0);
+        assert_eq!(last[2], 1000.0);
+        assert!((last[0] - 1.0).abs() < 0.002, "max is 1 ms: {last:?}");
+        assert!(text.contains("#[Mean    ="));
+        assert!(text.contains("Total count    =         1000]"));
+    }
+}
