@@ -15,7 +15,7 @@
 //! time; a connection with a partial message in hand may finish it until
 //! the server's grace period has passed, as in the async session.
 
-use super::session::{choose_dialect, Next, SessionReport};
+use super::session::{answer_input, Next, SessionReport};
 use super::ServerContext;
 use bytes::BytesMut;
 use std::io::{ErrorKind, Write};
@@ -105,16 +105,9 @@ fn serve_connection(
     let report = serve_stream(stream, ctx, abandoned);
     ctx.stats.record_session(&report);
     ctx.log(format_args!(
-        "tcp {peer}: closed after {:.1} s, {} {} in, {} bytes in, {} bytes out{}",
+        "tcp {peer}: closed after {:.1} s, {}",
         started.elapsed().as_secs_f64(),
-        report.messages,
-        match report.mode {
-            Some(super::session::Mode::Framed) => "frames",
-            _ => "lines",
-        },
-        report.bytes_in,
-        report.bytes_out,
-        report.ending.map(|e| format!(" ({e})")).unwrap_or_default()
+        report.describe()
     ));
 }
 
@@ -189,18 +182,14 @@ pub fn serve_stream(
                 }
             }
         }
-        let d = dialect.get_or_insert_with(|| choose_dialect(&input, ctx, &mut report));
-        let before = report.messages;
-        let next = if peer_done {
-            d.answer_last(&mut input, &mut output, &mut report.messages)
-        } else {
-            d.answer(&mut input, &mut output, &mut report.messages)
-        };
-        if report.messages != before {
-            ctx.stats
-                .messages
-                .fetch_add(report.messages - before, Relaxed);
-        }
+        let next = answer_input(
+            &mut dialect,
+            &mut input,
+            &mut output,
+            peer_done,
+            ctx,
+            &mut report,
+        );
         if !output.is_empty() {
             if let Err(e) = stream.write_all(&output) {
                 report.ending = Some(match e.kind() {

@@ -269,6 +269,32 @@ pub(crate) fn choose_dialect(
     }
 }
 
+/// Answers what `input` holds (everything, when the peer has half-closed),
+/// choosing the dialect from the first byte the first time, and publishes
+/// the message count. Shared by the async and the blocking session loops.
+pub(crate) fn answer_input(
+    dialect: &mut Option<Box<dyn Dialect + Send>>,
+    input: &mut BytesMut,
+    output: &mut Vec<u8>,
+    peer_done: bool,
+    ctx: &ServerContext,
+    report: &mut SessionReport,
+) -> Next {
+    let d = dialect.get_or_insert_with(|| choose_dialect(input, ctx, report));
+    let before = report.messages;
+    let next = if peer_done {
+        d.answer_last(input, output, &mut report.messages)
+    } else {
+        d.answer(input, output, &mut report.messages)
+    };
+    if report.messages != before {
+        ctx.stats
+            .messages
+            .fetch_add(report.messages - before, Relaxed);
+    }
+    next
+}
+
 /// Serves one connection until the peer closes, misbehaves, idles out, or
 /// the server shuts down. Never panics on anything the peer sends.
 ///
@@ -336,18 +362,14 @@ where
                 }
             }
         }
-        let d = dialect.get_or_insert_with(|| choose_dialect(&input, ctx, &mut report));
-        let before = report.messages;
-        let next = if peer_done {
-            d.answer_last(&mut input, &mut output, &mut report.messages)
-        } else {
-            d.answer(&mut input, &mut output, &mut report.messages)
-        };
-        if report.messages != before {
-            ctx.stats
-                .messages
-                .fetch_add(report.messages - before, Relaxed);
-        }
+        let next = answer_input(
+            &mut dialect,
+            &mut input,
+            &mut output,
+            peer_done,
+            ctx,
+            &mut report,
+        );
         if !output.is_empty() {
             if let Err(e) = write_all(&mut stream, &output, idle).await {
                 report.ending = Some(format!("write failed: {e}"));
