@@ -603,3 +603,89 @@ fn plain_tcp_server_keeps_its_behaviour() {
     line.clear();
     assert_eq!(lines.read_line(&mut line).unwrap(), 0, "closed at shutdown");
 }
+
+/// UDP over a lossy emulated link with a fixed seed: every datagram the
+/// link dropped, in either direction, is exactly one lost reply — no more
+/// (nothing else was lost), no less (nothing hung or was miscounted).
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_losses_match_the_lossy_links_drops_exactly() {
+    use proto::cmd::load::{run_load, Security};
+    use proto::lab::servers::LabServers;
+    use proto::lab::{Lab, LabConfig, LinkConfig, LossModel};
+    use proto::transport::{certs::CertDir, tls::Trust, Target, Transport};
+    if let Err(e) = Lab::check_available() {
+        assert!(
+            std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
+            "PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED udp_losses_match_the_lossy_links_drops_exactly: {e}"
+        );
+        return;
+    }
+    let mut lab = LabConfig::symmetric(LinkConfig {
+        delay: Duration::from_millis(1),
+        loss: LossModel::Random { p: 0.05 },
+        ..LinkConfig::default()
+    });
+    lab.seed = 7;
+    let certs =
+        CertDir::new(std::env::temp_dir().join(format!("proto-load-lab-{}", std::process::id())));
+    let servers = LabServers::start_with_certs(lab, &certs).await.unwrap();
+    let udp = servers
+        .addresses
+        .iter()
+        .find(|(s, _)| *s == "udp")
+        .unwrap()
+        .1;
+    let config = LoadConfig {
+        connections: 1,
+        size: 64,
+        framed: false,
+        stop: Stop::Count(400),
+        warmup: Duration::ZERO,
+        rate: None,
+        timeout: Duration::from_millis(150),
+        unit: Unit::Nanos,
+    };
+    let report = servers
+        .on_client(move || async move {
+            let target = Target {
+                host: udp.ip().to_string(),
+                port: udp.port(),
+            };
+            let security = Security {
+                trust: Trust::Insecure,
+                server_name: None,
+                tls_version: None,
+            };
+            let progress = Arc::new(LoadProgress::default());
+            run_load(
+                Transport::Udp,
+                &target,
+                &config,
+                &security,
+                1,
+                Duration::from_secs(5),
+                progress,
+            )
+            .await
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, counters) = servers.stop().await.unwrap();
+    let dropped = counters.client_to_server.dropped_loss + counters.server_to_client.dropped_loss;
+    assert!(
+        dropped > 5,
+        "5 % of ~800 datagrams should be lost, the link dropped {dropped}"
+    );
+    assert_eq!(
+        report.lost, dropped,
+        "lost replies vs datagrams the link dropped"
+    );
+    assert_eq!(report.requests, 400, "--count counts answered requests");
+    assert_eq!(report.late, 0);
+}

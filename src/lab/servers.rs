@@ -34,6 +34,14 @@ impl LabServers {
     /// UDP on 8081, TLS and QUIC on 8443), with TCP Fast Open allowed on
     /// both hosts. Must be called inside a tokio runtime.
     pub async fn start(config: LabConfig) -> anyhow::Result<LabServers> {
+        LabServers::start_with_certs(config, &CertDir::default_dir()?).await
+    }
+
+    /// Like [`LabServers::start`], with the certificates in `certs`.
+    pub async fn start_with_certs(
+        config: LabConfig,
+        certs: &CertDir,
+    ) -> anyhow::Result<LabServers> {
         let lab = Arc::new(
             tokio::task::spawn_blocking(move || Lab::start(config))
                 .await
@@ -45,8 +53,7 @@ impl LabServers {
             .in_client(enable_fast_open)
             .and(lab.in_server(enable_fast_open));
         // The certificate names the lab address, so clients verify it as is.
-        let server_config =
-            ServerConfig::quiet_with_certs(&CertDir::default_dir()?, &[server_ip.to_string()])?;
+        let server_config = ServerConfig::quiet_with_certs(certs, &[server_ip.to_string()])?;
         let listeners = lab
             .in_server(|| Listeners::bind_all(server_ip, server::PLAIN_PORT, server::SECURE_PORT))
             .context("binding the servers on the lab's server host")?;
