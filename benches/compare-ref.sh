@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# proto against the C reference (/work/shared/bench-ref, or BENCH_REF=dir):
+# proto against the C reference (../shared/bench-ref beside this checkout, or BENCH_REF=dir):
 #
 #   server: proto serve   vs echo-ref   (both driven by the C client echo-rtt)
 #   client: proto client  vs echo-rtt   (both driving the C server echo-ref)
@@ -15,7 +15,7 @@ set -u
 REPS=${1:-5}
 OUT=${2:-/tmp/proto-compare}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-REF=${BENCH_REF:-/work/shared/bench-ref}
+REF=${BENCH_REF:-$HERE/../shared/bench-ref}
 mkdir -p "$OUT"
 RES="$OUT/results.jsonl"
 : > "$RES"
