@@ -29,12 +29,18 @@ pub enum Command {
     /// simplest request/response protocol there is, so what you measure is
     /// the transport underneath.
     Serve(crate::cmd::serve::ServeArgs),
-    /// Talk to an echo server: interactively like nc, or with -m messages.
+    /// Talk to an echo server: interactively like nc, with -m messages, or under load.
+    ///
+    /// With --count or --duration it becomes a load generator: every round
+    /// trip goes into a latency histogram, because averages hide the slow
+    /// requests users notice (the p99 tail).
     Client(crate::cmd::client::ClientArgs),
     /// Measure every transport under the same load, with in-process servers.
     ///
-    /// Starts echo servers on 127.0.0.1, loads each transport in turn and
-    /// prints one table: latency percentiles and throughput per transport.
+    /// Starts echo servers (on 127.0.0.1, or across an emulated link with the
+    /// lab's options), loads each transport in turn and prints one table:
+    /// latency percentiles and throughput per transport, so the cost of
+    /// encryption (TLS) and of a userspace transport (QUIC) is visible.
     Bench(crate::cmd::bench::BenchArgs),
     /// Encode and decode proto frames: see a binary protocol byte by byte.
     #[command(subcommand)]

@@ -18,14 +18,25 @@ fn proto(args: &[&str]) -> (bool, String, String) {
 fn every_subcommand_help_says_what_it_demonstrates() {
     let (ok, top, _) = proto(&["--help"]);
     assert!(ok);
-    for sub in ["serve", "client", "codec", "endian"] {
+    for sub in [
+        "serve", "client", "codec", "endian", "compare", "lab", "bench",
+    ] {
         assert!(top.contains(sub), "top-level help lists {sub}");
         let (ok, help, _) = proto(&[sub, "--help"]);
         assert!(ok, "{sub} --help");
         assert!(help.len() > 200, "{sub} --help is substantial");
     }
-    let (_, endian, _) = proto(&["endian", "--help"]);
-    assert!(endian.contains("network byte order"));
+    // Each long help names the protocol idea it demonstrates.
+    for (sub, idea) in [
+        ("endian", "network byte order"),
+        ("compare", "3-way handshake"),
+        ("lab", "round trip"),
+        ("serve", "request/response"),
+        ("bench", "latency"),
+    ] {
+        let (_, help, _) = proto(&[sub, "--help"]);
+        assert!(help.contains(idea), "{sub} --help mentions {idea:?}");
+    }
 }
 
 #[test]
