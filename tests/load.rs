@@ -604,32 +604,27 @@ fn plain_tcp_server_keeps_its_behaviour() {
     assert_eq!(lines.read_line(&mut line).unwrap(), 0, "closed at shutdown");
 }
 
-/// UDP over a lossy emulated link with a fixed seed: every datagram the
-/// link dropped, in either direction, is exactly one lost reply — no more
-/// (nothing else was lost), no less (nothing hung or was miscounted).
-#[tokio::test(flavor = "multi_thread")]
-async fn udp_losses_match_the_lossy_links_drops_exactly() {
+/// Runs 400 closed-loop UDP requests across an emulated link (1 ms each
+/// way, fixed seed) and returns the client's report and the link's
+/// counters; `None` (after a skip message) where the lab cannot run.
+async fn udp_across_the_lab(
+    test: &str,
+    link: proto::lab::LinkConfig,
+) -> Option<(proto::measure::load::LoadReport, proto::lab::LinkCounters)> {
     use proto::cmd::load::{run_load, Security};
     use proto::lab::servers::LabServers;
-    use proto::lab::{Lab, LabConfig, LinkConfig, LossModel};
+    use proto::lab::{Lab, LabConfig};
     use proto::transport::{certs::CertDir, tls::Trust, Target, Transport};
     if let Err(e) = Lab::check_available() {
         assert!(
             std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
-            "PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
+            "{test}: PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
         );
         use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED udp_losses_match_the_lossy_links_drops_exactly: {e}"
-        );
-        return;
+        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {e}");
+        return None;
     }
-    let mut lab = LabConfig::symmetric(LinkConfig {
-        delay: Duration::from_millis(1),
-        loss: LossModel::Random { p: 0.05 },
-        ..LinkConfig::default()
-    });
+    let mut lab = LabConfig::symmetric(link);
     lab.seed = 7;
     let certs =
         CertDir::new(std::env::temp_dir().join(format!("proto-load-lab-{}", std::process::id())));
@@ -677,6 +672,24 @@ async fn udp_losses_match_the_lossy_links_drops_exactly() {
         .unwrap()
         .unwrap();
     let (_, counters) = servers.stop().await.unwrap();
+    Some((report, counters))
+}
+
+/// UDP over a lossy emulated link with a fixed seed: every datagram the
+/// link dropped, in either direction, is exactly one lost reply — no more
+/// (nothing else was lost), no less (nothing hung or was miscounted).
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_losses_match_the_lossy_links_drops_exactly() {
+    let link = proto::lab::LinkConfig {
+        delay: Duration::from_millis(1),
+        loss: proto::lab::LossModel::Random { p: 0.05 },
+        ..Default::default()
+    };
+    let Some((report, counters)) =
+        udp_across_the_lab("udp_losses_match_the_lossy_links_drops_exactly", link).await
+    else {
+        return;
+    };
     let dropped = counters.client_to_server.dropped_loss + counters.server_to_client.dropped_loss;
     assert!(
         dropped > 5,
@@ -687,5 +700,36 @@ async fn udp_losses_match_the_lossy_links_drops_exactly() {
         "lost replies vs datagrams the link dropped"
     );
     assert_eq!(report.requests, 400, "--count counts answered requests");
-    assert_eq!(report.late, 0);
+    assert_eq!((report.late, report.duplicates), (0, 0));
+}
+
+/// UDP has no duplicate protection: every copy the link made (of a request,
+/// which the server then answers twice, or of a reply) reaches the client
+/// as one extra reply, counted as a duplicate, not as a wrong reply.
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_duplicates_match_the_links_copies() {
+    let link = proto::lab::LinkConfig {
+        delay: Duration::from_millis(1),
+        duplicate: 0.05,
+        ..Default::default()
+    };
+    let Some((report, counters)) =
+        udp_across_the_lab("udp_duplicates_match_the_links_copies", link).await
+    else {
+        return;
+    };
+    let copies = counters.client_to_server.duplicated + counters.server_to_client.duplicated;
+    assert!(
+        copies > 5,
+        "5 % of ~800 datagrams should be duplicated, the link made {copies}"
+    );
+    // Copies still in flight when the last reply arrived are not seen: at
+    // most the last request's (one up, its two replies down).
+    assert!(
+        report.duplicates <= copies && report.duplicates + 3 >= copies,
+        "client saw {} duplicates, the link made {copies}",
+        report.duplicates
+    );
+    assert_eq!((report.lost, report.late, report.mismatches), (0, 0, 0));
+    assert_eq!(report.requests, 400);
 }

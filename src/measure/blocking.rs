@@ -312,6 +312,7 @@ fn udp_connection(socket: UdpSocket, conn: Connection, mut out: Outcome) -> Outc
                     if measured {
                         out.lost += 1;
                     }
+                    out.unanswered.insert(expected_id);
                     break;
                 }
                 Err(e) => {
@@ -336,8 +337,8 @@ fn udp_connection(socket: UdpSocket, conn: Connection, mut out: Outcome) -> Outc
                     }
                     break;
                 }
-                // The answer to an earlier request, already counted lost.
-                Some(_) => out.late += 1,
+                // Not for the request in flight: late or a duplicate.
+                Some(rid) => out.classify_stray(rid),
                 None => out.mismatches += 1,
             }
             // Wait only for what is left of this request's timeout.
@@ -346,6 +347,7 @@ fn udp_connection(socket: UdpSocket, conn: Connection, mut out: Outcome) -> Outc
                 if measured {
                     out.lost += 1;
                 }
+                out.unanswered.insert(expected_id);
                 break;
             }
             let _ = socket.set_read_timeout(Some(Duration::from_nanos(left)));

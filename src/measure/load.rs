@@ -19,8 +19,9 @@
 //! as one datagram) and expects exactly their uppercase back. The first
 //! letters (up to 7) spell the request number in base 26 (`a` = 0), so a
 //! UDP reply can be matched to its request even after losses: a reply whose
-//! number is not the one in flight is *late* (its request was already
-//! counted as lost). Framed mode sends one request frame per message; the
+//! number is not the one in flight is *late* if its request was counted as
+//! lost and this is its first reply, and a *duplicate* otherwise (UDP has no
+//! duplicate protection: the network may deliver a datagram twice). Framed mode sends one request frame per message; the
 //! frame id and timestamp (the intended send time) must come back unchanged.
 //!
 //! The hot path allocates nothing per message: requests are built in a
@@ -159,6 +160,9 @@ pub struct LoadReport {
     pub lost: u64,
     /// UDP: replies that came back after their request was counted lost.
     pub late: u64,
+    /// UDP: extra copies of replies already received (the network, or the
+    /// server receiving a duplicated request, delivered one twice).
+    pub duplicates: u64,
     /// Open loop: scheduled requests never sent because the run ended
     /// while the client was still behind schedule.
     pub unsent: u64,
@@ -303,12 +307,26 @@ pub(crate) struct Outcome {
     pub(crate) mismatches: u64,
     pub(crate) lost: u64,
     pub(crate) late: u64,
+    pub(crate) duplicates: u64,
+    /// UDP: requests counted lost whose reply has not turned up (yet).
+    pub(crate) unanswered: std::collections::HashSet<u64>,
     pub(crate) unsent: u64,
     pub(crate) last_reply_ns: u64,
     pub(crate) error: Option<String>,
 }
 
 impl Outcome {
+    /// A UDP reply that is not for the request in flight: the first reply
+    /// to a request already counted lost is *late*; anything else is a copy
+    /// of a reply already seen, a *duplicate*.
+    pub(crate) fn classify_stray(&mut self, reply_id: u64) {
+        if self.unanswered.remove(&reply_id) {
+            self.late += 1;
+        } else {
+            self.duplicates += 1;
+        }
+    }
+
     pub(crate) fn new(unit: Unit, open_loop: bool) -> Outcome {
         Outcome {
             recorder: if open_loop {
@@ -321,6 +339,8 @@ impl Outcome {
             mismatches: 0,
             lost: 0,
             late: 0,
+            duplicates: 0,
+            unanswered: Default::default(),
             unsent: 0,
             last_reply_ns: 0,
             error: None,
@@ -400,6 +420,7 @@ impl Plan {
             all.mismatches += o.mismatches;
             all.lost += o.lost;
             all.late += o.late;
+            all.duplicates += o.duplicates;
             all.unsent += o.unsent;
             last_reply = last_reply.max(o.last_reply_ns);
             if let Some(e) = o.error {
@@ -434,6 +455,7 @@ impl Plan {
             mismatches: all.mismatches,
             lost: all.lost,
             late: all.late,
+            duplicates: all.duplicates,
             unsent: all.unsent,
             failed_connections: failed,
             errors,
@@ -846,6 +868,11 @@ async fn datagram_connection(
         } else {
             out.warmup += 1;
         }
+        let expected_id = if config.framed {
+            id & u64::from(u32::MAX)
+        } else {
+            id % messages.id_modulus()
+        };
         let deadline = tokio::time::Instant::now() + lost_after;
         loop {
             let n = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
@@ -859,21 +886,16 @@ async fn datagram_connection(
                     if measured {
                         out.lost += 1;
                     }
+                    out.unanswered.insert(expected_id);
                     continue 'requests;
                 }
             };
             let received = monotonic_nanos();
             let reply = &buf[..n];
-            let expected_id = if config.framed {
-                id & u64::from(u32::MAX)
-            } else {
-                id % messages.id_modulus()
-            };
             match messages.reply_id(reply) {
                 Some(rid) if rid == expected_id => {}
-                Some(_) => {
-                    // The answer to an earlier request, already counted lost.
-                    out.late += 1;
+                Some(rid) => {
+                    out.classify_stray(rid);
                     continue;
                 }
                 None => {

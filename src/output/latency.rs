@@ -92,13 +92,14 @@ pub fn summary_lines(report: &LoadReport) -> String {
         "errors: {} wrong replies, {} failed connections",
         report.mismatches, report.failed_connections
     );
-    if report.lost > 0 || report.late > 0 {
+    if report.lost > 0 || report.late > 0 || report.duplicates > 0 {
         let _ = write!(
             out,
-            ", {} lost ({:.2} %), {} late",
+            ", {} lost ({:.2} %), {} late, {} duplicated",
             report.lost,
             report.loss_ratio() * 100.0,
-            report.late
+            report.late,
+            report.duplicates
         );
     }
     if report.unsent > 0 {
@@ -223,6 +224,7 @@ pub struct LoadJson<'a> {
     pub lost: u64,
     pub loss_ratio: f64,
     pub late: u64,
+    pub duplicates: u64,
     pub unsent: u64,
     pub failed_connections: u64,
     pub errors: &'a [String],
@@ -266,6 +268,7 @@ impl<'a> LoadJson<'a> {
             lost: report.lost,
             loss_ratio: report.loss_ratio(),
             late: report.late,
+            duplicates: report.duplicates,
             unsent: report.unsent,
             failed_connections: report.failed_connections,
             errors: &report.errors,
