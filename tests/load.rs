@@ -733,3 +733,71 @@ async fn udp_duplicates_match_the_links_copies() {
     assert_eq!((report.lost, report.late, report.mismatches), (0, 0, 0));
     assert_eq!(report.requests, 400);
 }
+
+/// The reliable transports over the same bad link: TCP, TLS and QUIC
+/// retransmit, reorder and deduplicate, so every request gets exactly its
+/// own reply, once, in order — where UDP (above) shows the damage.
+#[test]
+fn reliable_transports_hide_loss_duplication_and_reordering() {
+    if let Err(e) = proto::lab::Lab::check_available() {
+        assert!(
+            std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
+            "PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED reliable_transports_hide_loss_duplication_and_reordering: {e}"
+        );
+        return;
+    }
+    let certs = std::env::temp_dir().join(format!("proto-load-reliable-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_proto"))
+        .args([
+            "bench",
+            "--protocols",
+            "tcp,tls,quic",
+            "--rtt",
+            "2ms",
+            "--loss",
+            "3%",
+            "--duplicate",
+            "3%",
+            "--reorder",
+            "3%",
+            "--seed",
+            "11",
+            "--count",
+            "300",
+            "--warmup",
+            "0s",
+            "--json",
+        ])
+        .env("PROTO_CERT_DIR", &certs)
+        .output()
+        .unwrap();
+    let rows = json_of(&out);
+    for row in rows.as_array().unwrap() {
+        let t = &row["transport"];
+        assert_eq!(row["requests"], 300, "{t}: {row}");
+        assert_eq!(
+            row["mismatches"], 0,
+            "{t}: every reply was its request's, in order"
+        );
+        assert_eq!(
+            (row["lost"].as_u64(), row["duplicates"].as_u64()),
+            (Some(0), Some(0)),
+            "{t}"
+        );
+        assert_eq!(
+            row["errors"].as_array().map(Vec::len),
+            Some(0),
+            "{t}: {row}"
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("dropped by loss"),
+        "the link counters are shown: {stderr}"
+    );
+}

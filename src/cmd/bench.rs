@@ -92,9 +92,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .on_client(move || async move { bench_all(&args2, &protocols2, &addresses2).await })
             .await;
         let (_, counters) = servers.stop().await?;
-        if !args.json {
-            eprintln!("{}", crate::cmd::lab::counters_table(&counters));
-        }
+        // On stderr even with --json: stdout stays one clean JSON document.
+        eprintln!("{}", crate::cmd::lab::counters_table(&counters));
         (result??, addresses)
     } else {
         // In-process servers on loopback, each on a free port.
