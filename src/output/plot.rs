@@ -18,7 +18,8 @@ pub struct Series<'a> {
 const WIDTH: f64 = 800.0;
 const HEIGHT: f64 = 480.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 20.0;
+// Room for the last percentile label ("99.999%"), centred on the right edge.
+const RIGHT: f64 = 40.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 const COLORS: [&str; 6] = [
