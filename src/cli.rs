@@ -66,6 +66,13 @@ pub enum Command {
     /// loss and queueing become visible. COMMAND runs on the client host,
     /// proto's servers on the server host. Needs root (CAP_NET_ADMIN).
     Lab(crate::cmd::lab::LabArgs),
+    /// Measure head-of-line blocking: TCP's one ordered stream vs QUIC's independent streams.
+    ///
+    /// Several streams send small requests across a lossy emulated link. On
+    /// TCP (all streams on one connection, as HTTP/2 does) a lost packet
+    /// holds up every stream behind it until it is retransmitted; on QUIC
+    /// only the stream whose data was lost waits. Needs root (the lab).
+    Hol(crate::cmd::hol::HolArgs),
 }
 
 /// Parses `250ms`, `1.5s`, `100us`/`100µs`, `2m`, `1h`, or `0`. A number

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             Command::Endian(args) => cmd::codec::endian(args),
             Command::Compare(args) => cmd::compare::run(args).await,
             Command::Lab(args) => cmd::lab::run(args).await,
+            Command::Hol(args) => cmd::hol::run(args).await,
         }
     });
     match result {

@@ -3,6 +3,8 @@
 //!
 //! * [`handshake`]: how many round trips each protocol spends before the
 //!   first byte of data gets an answer (`proto compare`).
+//! * [`hol`]: head-of-line blocking, TCP (one ordered byte stream) vs QUIC
+//!   (independent streams) under loss (`proto hol`).
 //! * [`histogram`]: HdrHistogram wrapper, percentiles, coordinated-omission
 //!   correction through intended send times (pure, no I/O).
 //! * [`load`]: closed- and open-loop load over streams and datagrams,
@@ -13,4 +15,5 @@
 pub mod blocking;
 pub mod handshake;
 pub mod histogram;
+pub mod hol;
 pub mod load;

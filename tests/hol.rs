@@ -1,0 +1,85 @@
+//! `proto hol` (claim C6): across a lossy link, a lost packet stalls every
+//! stream on TCP (one ordered byte stream) but only its own on QUIC.
+
+use std::io::Write;
+use std::process::Command;
+
+#[test]
+fn a_loss_stalls_all_streams_on_tcp_and_one_on_quic() {
+    if let Err(e) = proto::lab::Lab::check_available() {
+        assert!(
+            std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
+            "PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED a_loss_stalls_all_streams_on_tcp_and_one_on_quic: {e}"
+        );
+        return;
+    }
+    let certs = std::env::temp_dir().join(format!("proto-hol-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_proto"))
+        .args([
+            "hol",
+            "--duration",
+            "5s",
+            "--loss",
+            "3%",
+            "--seed",
+            "5",
+            "--json",
+        ])
+        .env("PROTO_CERT_DIR", &certs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |t: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["transport"] == t)
+            .unwrap()
+            .clone()
+    };
+    let (tcp, quic) = (row("tcp"), row("quic"));
+    for r in [&tcp, &quic] {
+        assert_eq!(
+            r["requests"], 2000,
+            "8 streams × 250 requests, all answered: {r}"
+        );
+        assert!(
+            r["packets_lost"].as_u64().unwrap() > 10,
+            "the link lost packets: {r}"
+        );
+    }
+    let per_loss = |r: &serde_json::Value| r["stalled_per_loss"].as_f64().unwrap();
+    assert!(
+        per_loss(&tcp) > 2.0 * per_loss(&quic),
+        "TCP should stall many more requests per loss than QUIC: tcp {tcp}, quic {quic}"
+    );
+}
+
+#[test]
+fn without_the_lab_it_says_what_it_needs() {
+    // Run as an unprivileged user where we are root; as is otherwise.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ]);
+        c.arg(env!("CARGO_BIN_EXE_proto"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_proto"))
+    };
+    let out = cmd.args(["hol", "--duration", "1s"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proto hol needs the emulated link"), "{err}");
+    assert!(err.contains("root") || err.contains("sudo"), "{err}");
+}
