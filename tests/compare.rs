@@ -4,25 +4,8 @@
 
 mod common;
 
-use common::{Server, PROTO};
-use std::io::Write;
+use common::{lab_or_skip, Server, PROTO};
 use std::process::Command;
-
-/// True when the lab can run; false (after a visible skip message) when it
-/// cannot. With PROTO_LAB_REQUIRED=1 (CI) skipping is a failure.
-fn lab_or_skip(test: &str) -> bool {
-    match proto::lab::Lab::check_available() {
-        Ok(()) => true,
-        Err(e) => {
-            assert!(
-                std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
-                "{test}: PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
-            );
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {e}");
-            false
-        }
-    }
-}
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("proto-compare-{tag}-{}", std::process::id()));

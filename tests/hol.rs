@@ -1,20 +1,14 @@
 //! `proto hol` (claim C6): across a lossy link, a lost packet stalls every
 //! stream on TCP (one ordered byte stream) but only its own on QUIC.
 
-use std::io::Write;
+mod common;
+
+use common::lab_or_skip;
 use std::process::Command;
 
 #[test]
 fn a_loss_stalls_all_streams_on_tcp_and_one_on_quic() {
-    if let Err(e) = proto::lab::Lab::check_available() {
-        assert!(
-            std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
-            "PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED a_loss_stalls_all_streams_on_tcp_and_one_on_quic: {e}"
-        );
+    if !lab_or_skip("a_loss_stalls_all_streams_on_tcp_and_one_on_quic") {
         return;
     }
     let certs = std::env::temp_dir().join(format!("proto-hol-{}", std::process::id()));

@@ -10,6 +10,8 @@
 //! programs hogging the CPUs can delay packets by milliseconds, which says
 //! nothing about the emulator; a real timing bug fails every attempt.
 
+mod common;
+
 use proto::lab::{pcap, Lab, LabConfig, LinkConfig, LossModel};
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,19 +23,10 @@ use std::time::{Duration, Instant};
 
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 
-/// Some(guard) when the lab can run here; None (after a skip message) when
-/// it cannot. Panics instead of skipping when PROTO_LAB_REQUIRED=1.
+/// Some(guard) when the lab can run here (see `common::lab_or_skip`); the
+/// guard makes the lab tests of this file run one at a time.
 fn lab_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
-    if let Err(e) = Lab::check_available() {
-        if std::env::var("PROTO_LAB_REQUIRED").as_deref() == Ok("1") {
-            panic!("{test}: PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}");
-        }
-        // Written to the real stderr (not eprintln!, which the test harness
-        // captures) so that the skip is visible in a normal `cargo test`.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: {e} (set PROTO_LAB_REQUIRED=1 to make this a failure)"
-        );
+    if !common::lab_or_skip(test) {
         return None;
     }
     Some(LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner()))

@@ -2,6 +2,9 @@
 //! on port 0, and the load generator's library API against test servers
 //! that misbehave on purpose (a stall, a lossy path).
 
+mod common;
+
+use common::lab_or_skip;
 use proto::measure::blocking;
 use proto::measure::histogram::Unit;
 use proto::measure::load::{self, LoadConfig, LoadProgress, Stop};
@@ -613,15 +616,9 @@ async fn udp_across_the_lab(
 ) -> Option<(proto::measure::load::LoadReport, proto::lab::LinkCounters)> {
     use proto::cmd::load::{run_load, Security};
     use proto::lab::servers::LabServers;
-    use proto::lab::{Lab, LabConfig};
+    use proto::lab::LabConfig;
     use proto::transport::{certs::CertDir, tls::Trust, Target, Transport};
-    if let Err(e) = Lab::check_available() {
-        assert!(
-            std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
-            "{test}: PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
-        );
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {e}");
+    if !common::lab_or_skip(test) {
         return None;
     }
     let mut lab = LabConfig::symmetric(link);
@@ -739,16 +736,7 @@ async fn udp_duplicates_match_the_links_copies() {
 /// own reply, once, in order — where UDP (above) shows the damage.
 #[test]
 fn reliable_transports_hide_loss_duplication_and_reordering() {
-    if let Err(e) = proto::lab::Lab::check_available() {
-        assert!(
-            std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
-            "PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED reliable_transports_hide_loss_duplication_and_reordering: {e}"
-        );
+    if !lab_or_skip("reliable_transports_hide_loss_duplication_and_reordering") {
         return;
     }
     let certs = std::env::temp_dir().join(format!("proto-load-reliable-{}", std::process::id()));

@@ -314,12 +314,18 @@ fn a_client_that_vanishes_mid_stream_is_dropped_with_a_reason() {
         .unwrap();
     let trust = server.trust();
     let target = server.quic_target();
+    let server_stats = server.stats.clone();
     client_rt.block_on(async move {
         let opts = ClientQuicOptions::new(&trust).unwrap();
         let (mut stream, _) = quic::connect(&target, &opts, LIMIT).await.unwrap();
         stream.write_all(b"half a li").await.unwrap();
         stream.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Wait until the server has the partial line in hand.
+        let stats = server_stats.clone();
+        wait_until("the server reads the partial line", move || {
+            count(&stats.bytes_in) >= 9
+        })
+        .await;
         // Vanish: no FIN, no CONNECTION_CLOSE.
         std::mem::forget(stream);
         std::mem::forget(opts);

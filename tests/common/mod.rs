@@ -169,3 +169,25 @@ pub fn nc() -> Command {
     );
     Command::new("nc")
 }
+
+/// True when the lab (network namespaces, TUN) can run here; false, after a
+/// visible skip message, when it cannot. With PROTO_LAB_REQUIRED=1 (CI,
+/// which is root) skipping is a failure instead.
+pub fn lab_or_skip(test: &str) -> bool {
+    match proto::lab::Lab::check_available() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
+                "{test}: PROTO_LAB_REQUIRED=1 but the lab cannot run here: {e}"
+            );
+            // Straight to stderr: the test harness captures eprintln!.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: {e} (set PROTO_LAB_REQUIRED=1 to make this a failure)"
+            );
+            false
+        }
+    }
+}
