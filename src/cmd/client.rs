@@ -339,13 +339,7 @@ fn check_options(args: &ClientArgs) -> anyhow::Result<()> {
 
 /// The trust decision for tls/quic, with the loud warning for --insecure.
 fn trust(args: &ClientArgs) -> anyhow::Result<Trust> {
-    let trust = Trust::from_options(args.ca.as_deref(), args.insecure)?;
-    if trust.is_insecure() {
-        eprintln!(
-            "proto: WARNING: --insecure: the server's certificate is NOT verified; anyone on the path could pretend to be the server"
-        );
-    }
-    Ok(trust)
+    super::trust_from_args(args.ca.as_deref(), args.insecure)
 }
 
 /// The short "what was negotiated" report on stderr.

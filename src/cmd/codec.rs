@@ -170,30 +170,47 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Parses decimal, `0x` hex, `0b` binary, with an optional minus sign.
-fn parse_number(text: &str) -> anyhow::Result<(i128, bool)> {
+/// Only one sign: `--5` is not a number (and must not overflow on
+/// `--170141183460469231731687303715884105728`, i.e. −i128::MIN).
+pub fn parse_number(text: &str) -> anyhow::Result<(i128, bool)> {
     let t = text.trim().replace('_', "");
     let (negative, digits) = match t.strip_prefix('-') {
         Some(rest) => (true, rest.to_string()),
         None => (false, t.clone()),
     };
+    let not_a_number = || format!("'{text}' is not a number: use e.g. 8081, 0x1F91, 0b1010 or -2");
+    if digits.starts_with(['-', '+']) {
+        bail!(not_a_number());
+    }
     let magnitude = if let Some(h) = digits
         .strip_prefix("0x")
         .or_else(|| digits.strip_prefix("0X"))
     {
-        i128::from_str_radix(h, 16)
+        u128::from_str_radix(h, 16)
     } else if let Some(b) = digits.strip_prefix("0b") {
-        i128::from_str_radix(b, 2)
+        u128::from_str_radix(b, 2)
     } else {
         digits.parse()
     }
-    .with_context(|| format!("'{text}' is not a number: use e.g. 8081, 0x1F91 or 0b1010"))?;
-    Ok((if negative { -magnitude } else { magnitude }, negative))
+    .with_context(not_a_number)?;
+    let too_large = || anyhow::anyhow!("{text} does not fit in 64 bits");
+    let value = if negative {
+        0i128
+            .checked_sub_unsigned(magnitude)
+            .ok_or_else(too_large)?
+    } else {
+        i128::try_from(magnitude).map_err(|_| too_large())?
+    };
+    Ok((value, negative))
 }
 
 pub fn endian(args: EndianArgs) -> anyhow::Result<ExitCode> {
     let (value, negative) = parse_number(&args.number)?;
     let bits: u32 = match args.bits.as_deref() {
-        Some(b) => b.parse()?,
+        Some(b) => match b.trim().parse() {
+            Ok(bits @ (8 | 16 | 32 | 64)) => bits,
+            _ => bail!("--bits {b}: use 8, 16, 32 or 64"),
+        },
         None => {
             let magnitude = value.unsigned_abs();
             let fits = |bits: u32| {
@@ -241,5 +258,30 @@ mod tests {
         assert_eq!(parse_number("0x1F91").unwrap(), (8081, false));
         assert_eq!(parse_number("-2").unwrap(), (-2, true));
         assert!(parse_number("abc").is_err());
+        assert_eq!(parse_number("-0x10").unwrap(), (-16, true));
+    }
+
+    #[test]
+    fn extreme_numbers_are_errors_not_overflows() {
+        // "--170…728" is −(−2^127): once a panic ("attempt to negate with overflow").
+        for text in [
+            "--170141183460469231731687303715884105728",
+            "-+5",
+            "--5",
+            "340282366920938463463374607431768211456",
+        ] {
+            assert!(parse_number(text).is_err(), "{text}");
+        }
+        assert!(parse_number("-170141183460469231731687303715884105728").is_ok());
+        let args = |number: &str, bits: Option<&str>| EndianArgs {
+            number: number.into(),
+            bits: bits.map(Into::into),
+            json: true,
+        };
+        assert!(endian(args("-170141183460469231731687303715884105728", None)).is_err());
+        assert!(endian(args("--170141183460469231731687303715884105728", None)).is_err());
+        assert!(endian(args("5", Some("0"))).is_err());
+        assert!(endian(args("5", Some("200"))).is_err());
+        assert!(endian(args("-2", Some("8"))).is_ok());
     }
 }

@@ -122,7 +122,7 @@ async fn remote_endpoints(host: &str, args: &CompareArgs) -> anyhow::Result<Endp
         tls: (ip, args.secure_port).into(),
         quic: (ip, args.secure_port).into(),
         server_name: args.server_name.clone().unwrap_or(plain.host),
-        trust: tls::Trust::from_options(args.ca.as_deref(), args.insecure)?,
+        trust: super::trust_from_args(args.ca.as_deref(), args.insecure)?,
     })
 }
 

@@ -242,7 +242,7 @@ pub struct Security {
 impl Security {
     fn from_args(args: &ClientArgs) -> anyhow::Result<Security> {
         let trust = if args.transport.is_encrypted() {
-            tls::Trust::from_options(args.ca.as_deref(), args.insecure)?
+            super::trust_from_args(args.ca.as_deref(), args.insecure)?
         } else {
             tls::Trust::Insecure // never used for tcp/udp
         };

@@ -70,6 +70,34 @@ pub struct ServeArgs {
     /// Close connections that send nothing for this long.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
+    /// Most connections open at once (tcp, tls and quic together); one more
+    /// is told "server busy" and closed. Default: derived from this
+    /// process's limits (open files, threads, memory mappings) with headroom,
+    /// printed at start.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most connections open at once from one client address.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_per_address: usize,
+    /// A line or frame must arrive whole within this time of its first byte
+    /// (plus one second per --min-rate bytes): closes "slowloris" clients that
+    /// drip a byte now and then and so are never idle.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub message_timeout: Duration,
+    /// The slowest a long message may arrive after --message-timeout, in
+    /// bytes per second (e.g. 500, 4KiB).
+    #[arg(long, default_value = "500", value_parser = parse_size, value_name = "BYTES")]
+    pub min_rate: usize,
+    /// When QUIC clients must prove their address with a Retry round trip
+    /// before the server keeps state for them: auto (only while many
+    /// handshakes are in progress, e.g. during an Initial flood), always,
+    /// never.
+    #[arg(long, default_value = "auto", value_parser = parse_retry, value_name = "WHEN")]
+    pub quic_retry: server::quic::RetryPolicy,
+    /// Most QUIC handshakes in progress at once; more are refused
+    /// (CONNECTION_REFUSED). Auto Retry starts at a quarter of this.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_handshakes: usize,
     /// No log line per connection.
     #[arg(short, long)]
     pub quiet: bool,
@@ -133,6 +161,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         identity,
         tls_version: args.tls_version,
         handshake_timeout: args.handshake_timeout,
+        max_connections: args.max_connections,
+        max_per_address: args.max_per_address,
+        message_timeout: args.message_timeout,
+        min_rate: args.min_rate as u64,
+        quic_retry: args.quic_retry,
+        max_handshakes: args.max_handshakes,
         ..ServerConfig::default()
     };
     let shutdown = CancellationToken::new();
@@ -149,6 +183,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         println!("proto serve: {summary}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_retry(text: &str) -> Result<server::quic::RetryPolicy, String> {
+    text.parse()
 }
 
 /// The certificate to serve: `--cert`/`--key`, or the generated one in the

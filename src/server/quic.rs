@@ -7,15 +7,123 @@
 //! bytes, so a lost packet delays only the streams whose data it carried
 //! (no head-of-line blocking across streams, unlike one TCP connection).
 
+use super::limits::ConnectionPermit;
 use super::{session, ServerContext};
 use crate::echo::uppercase_into;
 use crate::transport::quic::QuicHandshakeInfo;
 use quinn::Runtime;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
+
+/// When a QUIC client must prove it owns its address before the server
+/// keeps any state for it.
+///
+/// A QUIC Initial packet is a UDP datagram, and UDP source addresses can
+/// be forged: a flood of Initials would make the server start (and keep,
+/// until the handshake times out) a half-open connection for each, and
+/// send each forged address up to three times what it received. With a
+/// Retry (RFC 9000 §8.1.2) the server instead answers with a small packet
+/// holding an encrypted token and forgets the client; only a client that
+/// really receives at that address can send its Initial again with the
+/// token. The price is one extra round trip for honest clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum RetryPolicy {
+    /// Retry only while many unvalidated handshakes are in progress (a
+    /// quarter of `--max-handshakes`): a flood costs honest clients one
+    /// round trip, normal times cost nothing.
+    #[default]
+    Auto,
+    /// Every new client proves its address first (one more round trip).
+    Always,
+    /// Never (handshakes still count against `--max-handshakes`).
+    Never,
+}
+
+impl RetryPolicy {
+    /// Whether a client whose address is not validated gets a Retry when
+    /// `in_progress` handshakes are under way.
+    pub fn wants_retry(self, in_progress: usize, max_handshakes: usize) -> bool {
+        match self {
+            RetryPolicy::Always => true,
+            RetryPolicy::Never => false,
+            RetryPolicy::Auto => in_progress >= (max_handshakes / 4).max(1),
+        }
+    }
+}
+
+impl std::str::FromStr for RetryPolicy {
+    type Err = String;
+    fn from_str(text: &str) -> Result<RetryPolicy, String> {
+        match text {
+            "auto" => Ok(RetryPolicy::Auto),
+            "always" => Ok(RetryPolicy::Always),
+            "never" => Ok(RetryPolicy::Never),
+            other => Err(format!(
+                "'{other}' is not a Retry policy: use auto, always or never"
+            )),
+        }
+    }
+}
+
+/// A QUIC handshake in progress, counted until dropped.
+struct HandshakeSlot(Arc<AtomicUsize>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Decides, before any state is kept, what happens to a connection
+/// attempt: a Retry (address not yet validated, see [`RetryPolicy`]), a
+/// refusal (too many handshakes in progress or connections open: the
+/// client gets CONNECTION_REFUSED at once), or a slot to go ahead.
+fn triage(
+    incoming: quinn::Incoming,
+    ctx: &ServerContext,
+    handshakes: &Arc<AtomicUsize>,
+) -> Option<(quinn::Incoming, ConnectionPermit, HandshakeSlot)> {
+    let peer = incoming.remote_address();
+    let in_progress = handshakes.load(Relaxed);
+    let max_handshakes = ctx.config.max_handshakes.max(1);
+    let mut incoming = incoming;
+    if !incoming.remote_address_validated()
+        && incoming.may_retry()
+        && ctx
+            .config
+            .quic_retry
+            .wants_retry(in_progress, max_handshakes)
+    {
+        match incoming.retry() {
+            Ok(()) => {
+                ctx.stats.quic_retries.fetch_add(1, Relaxed);
+                return None;
+            }
+            Err(e) => incoming = e.into_incoming(),
+        }
+    }
+    if in_progress >= max_handshakes {
+        let seen = ctx.stats.refused.fetch_add(1, Relaxed) + 1;
+        if seen <= 10 || seen.is_multiple_of(1000) {
+            ctx.log(format_args!(
+                "quic {peer}: refused, {in_progress} handshakes in progress (the limit, --max-handshakes) ({seen} refused so far)"
+            ));
+        }
+        incoming.refuse();
+        return None;
+    }
+    let Ok(permit) = ctx.admit("quic", peer) else {
+        incoming.refuse();
+        return None;
+    };
+    handshakes.fetch_add(1, Relaxed);
+    Some((incoming, permit, HandshakeSlot(handshakes.clone())))
+}
 
 /// Serves QUIC on `socket` until shutdown.
 pub async fn serve(
@@ -30,6 +138,7 @@ pub async fn serve(
     let socket = Arc::new(InspectingSocket {
         inner: socket,
         ctx: ctx.clone(),
+        budgets: Mutex::default(),
     });
     let mut endpoint_config = quinn::EndpointConfig::default();
     // Do not let clients "grease" (randomise) the QUIC fixed bit: then a
@@ -40,13 +149,20 @@ pub async fn serve(
         quinn::Endpoint::new_with_abstract_socket(endpoint_config, Some(config), socket, runtime)
             .map_err(|e| anyhow::anyhow!("starting the QUIC endpoint: {e}"))?;
     let mut connections = JoinSet::new();
+    let handshakes = Arc::new(AtomicUsize::new(0));
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let Some((incoming, permit, slot)) = triage(incoming, &ctx, &handshakes) else {
+                    continue;
+                };
                 let ctx = ctx.clone();
-                connections.spawn(async move { serve_connection(incoming, ctx).await });
+                connections.spawn(async move {
+                    serve_connection(incoming, ctx, slot).await;
+                    drop(permit);
+                });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -60,7 +176,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
+async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>, slot: HandshakeSlot) {
     let peer = incoming.remote_address();
     let started = Instant::now();
     ctx.stats.connections.fetch_add(1, Relaxed);
@@ -93,7 +209,7 @@ async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>) {
             }
         },
     };
-    serve_established(handshake, peer, ctx, started).await
+    serve_established(handshake, peer, ctx, started, slot).await
 }
 
 type Handshake = (
@@ -106,7 +222,9 @@ async fn serve_established(
     peer: std::net::SocketAddr,
     ctx: Arc<ServerContext>,
     started: Instant,
+    slot: HandshakeSlot,
 ) {
+    let mut slot = Some(slot);
     let limit = ctx.config.handshake_timeout;
     let handshake = tokio::time::timeout(limit, handshake);
     tokio::pin!(handshake);
@@ -121,6 +239,7 @@ async fn serve_established(
             biased;
             finished = &mut handshake, if !handshake_done => {
                 handshake_done = true;
+                drop(slot.take()); // no longer a handshake in progress
                 if finished.is_err() {
                     ctx.stats.handshake_failures.fetch_add(1, Relaxed);
                     connection.close(quinn::VarInt::from_u32(1), b"handshake timeout");
@@ -268,13 +387,115 @@ pub fn classify_datagram(datagram: &[u8]) -> Option<String> {
     None
 }
 
+/// The anti-amplification limit (RFC 9000 §8.1): until a client's address
+/// is validated, the server sends it at most three times what it received
+/// from it, so that a forged source address cannot turn the server into
+/// an amplifier aimed at someone else.
+///
+/// quinn 0.11 checks that limit before each datagram and then allows a
+/// whole datagram (quinn issue #1082): one 1 200-byte Initial from an
+/// address that never answers got 3 822 bytes back, 3.19×. This enforces
+/// the limit on the socket, per address: a datagram over the budget is not
+/// sent (quinn sees a loss, as if the network dropped it). An address
+/// counts as validated once a Handshake packet or a 1-RTT packet arrives
+/// from it: only a client that received the server's Initial can send one.
+#[derive(Debug, Default)]
+pub struct AmplificationBudgets {
+    peers: HashMap<SocketAddr, Budget>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    received: u64,
+    sent: u64,
+    validated: bool,
+    last: Instant,
+}
+
+impl AmplificationBudgets {
+    /// Most addresses tracked at once; when full, entries idle for
+    /// [`Self::FORGET_AFTER`] go first, then any (memory stays bounded; a
+    /// forgotten address starts again with a fresh budget).
+    pub const MAX_PEERS: usize = 16_384;
+    pub const FORGET_AFTER: Duration = Duration::from_secs(30);
+
+    /// Accounts for a datagram from `peer`.
+    pub fn received(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) {
+        let Some(&first) = datagram.first() else {
+            return;
+        };
+        let long_header = first & 0x80 != 0;
+        let initial = long_header && (first >> 4) & 0x3 == 0;
+        let proves_address = if long_header {
+            (first >> 4) & 0x3 == 2 // a Handshake packet
+        } else {
+            first & 0x40 != 0 // a 1-RTT packet (fixed bit set)
+        };
+        if !self.peers.contains_key(&peer) {
+            if !initial {
+                return; // not the start of a handshake: nothing to limit
+            }
+            self.make_room(now);
+        }
+        let budget = self.peers.entry(peer).or_insert(Budget {
+            received: 0,
+            sent: 0,
+            validated: false,
+            last: now,
+        });
+        budget.received += datagram.len() as u64;
+        budget.validated |= proves_address;
+        budget.last = now;
+    }
+
+    /// How many of `segments` datagrams (`len` bytes in all) may go to
+    /// `peer` now; the allowed ones are counted as sent.
+    pub fn allow(&mut self, peer: SocketAddr, segment: usize, len: usize) -> usize {
+        let Some(budget) = self.peers.get_mut(&peer) else {
+            return len;
+        };
+        if budget.validated {
+            return len;
+        }
+        let room = (budget.received * 3).saturating_sub(budget.sent) as usize;
+        let allowed = if len <= room {
+            len
+        } else {
+            room / segment.max(1) * segment.max(1)
+        };
+        budget.sent += allowed as u64;
+        allowed
+    }
+
+    fn make_room(&mut self, now: Instant) {
+        if self.peers.len() < Self::MAX_PEERS {
+            return;
+        }
+        self.peers
+            .retain(|_, b| now.duration_since(b.last) < Self::FORGET_AFTER);
+        if self.peers.len() >= Self::MAX_PEERS {
+            if let Some(&any) = self.peers.keys().next() {
+                self.peers.remove(&any);
+            }
+        }
+    }
+}
+
 /// The server's UDP socket, looking at every datagram on its way to quinn
 /// so that obviously bad ones are counted and logged (quinn drops them
-/// silently).
+/// silently), and holding replies to the anti-amplification limit
+/// ([`AmplificationBudgets`]).
 #[derive(Debug)]
 struct InspectingSocket {
     inner: Arc<dyn quinn::AsyncUdpSocket>,
     ctx: Arc<ServerContext>,
+    budgets: Mutex<AmplificationBudgets>,
+}
+
+impl InspectingSocket {
+    fn budgets(&self) -> std::sync::MutexGuard<'_, AmplificationBudgets> {
+        self.budgets.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl quinn::AsyncUdpSocket for InspectingSocket {
@@ -283,7 +504,24 @@ impl quinn::AsyncUdpSocket for InspectingSocket {
     }
 
     fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
-        self.inner.try_send(transmit)
+        let len = transmit.contents.len();
+        let segment = transmit.segment_size.unwrap_or(len);
+        let allowed = self.budgets().allow(transmit.destination, segment, len);
+        if allowed == len {
+            return self.inner.try_send(transmit);
+        }
+        self.ctx.stats.amplification_drops.fetch_add(1, Relaxed);
+        if allowed == 0 {
+            return Ok(()); // "sent": lost on the way, as far as quinn knows
+        }
+        let mut within = quinn::udp::Transmit {
+            contents: &transmit.contents[..allowed],
+            ..*transmit
+        };
+        if allowed <= segment {
+            within.segment_size = None;
+        }
+        self.inner.try_send(&within)
     }
 
     fn poll_recv(
@@ -298,7 +536,10 @@ impl quinn::AsyncUdpSocket for InspectingSocket {
                 continue;
             };
             // With GRO, one buffer holds several datagrams of `stride` bytes.
+            let now = Instant::now();
+            let mut budgets = self.budgets();
             for datagram in received.chunks(m.stride.max(1)) {
+                budgets.received(m.addr, datagram, now);
                 if let Some(why) = classify_datagram(datagram) {
                     let seen = self.ctx.stats.invalid_datagrams.fetch_add(1, Relaxed) + 1;
                     // A flood must not become a flood of log lines.

@@ -70,6 +70,9 @@ pub(crate) enum Next {
     Continue,
     /// Write what was produced, then close with this reason.
     Close(String),
+    /// Write what was produced (the error), then close: the message in
+    /// hand missed its deadline (the reason is in the report already).
+    TooSlow,
 }
 
 /// Turns complete messages from `input` into replies in `output`. One per
@@ -85,6 +88,10 @@ pub(crate) trait Dialect {
         output: &mut Vec<u8>,
         messages: &mut u64,
     ) -> Next;
+
+    /// Tells the peer why the server closes the connection now (the
+    /// dialect's error line or frame).
+    fn refuse(&self, output: &mut Vec<u8>, why: &str);
 
     /// The peer half-closed: answer everything left in `input`.
     fn answer_last(
@@ -173,6 +180,10 @@ impl Dialect for Lines {
         }
         Next::Continue
     }
+
+    fn refuse(&self, output: &mut Vec<u8>, why: &str) {
+        output.extend_from_slice(format!("ERROR {why}\n").as_bytes());
+    }
 }
 
 /// proto frames (`protocols/frame.md`); a malformed frame gets an error
@@ -252,6 +263,10 @@ impl Dialect for Framed {
                 });
         Self::refuse(output, 0, 0, &err.to_string())
     }
+
+    fn refuse(&self, output: &mut Vec<u8>, why: &str) {
+        let _ = Frame::error(0, 0, why).encode(output);
+    }
 }
 
 /// The dialect of a connection, from its first byte: the frame magic, or text.
@@ -295,6 +310,143 @@ pub(crate) fn answer_input(
     next
 }
 
+/// The deadline of the message being received: the defence against
+/// "slowloris", a client that sends a byte now and then so that it is
+/// never idle, yet never finishes a message, and holds its connection (and
+/// the server's thread, descriptor and buffer) for ever.
+///
+/// A message (a line or a frame) must arrive whole within
+/// `message_timeout` of its first byte, plus one second for every
+/// `min_rate` bytes received (as Apache's mod_reqtimeout does): a large
+/// message on a slow but honest link keeps going, a drip does not. The idle
+/// timeout is separate: it closes connections with nothing in hand.
+#[derive(Debug, Clone)]
+pub(crate) struct MessageClock {
+    timeout: Duration,
+    min_rate: u64,
+    /// When the first byte of the incomplete message arrived.
+    started: Option<std::time::Instant>,
+    /// Bytes of the incomplete message received so far.
+    bytes: u64,
+}
+
+impl MessageClock {
+    pub(crate) fn new(config: &super::ServerConfig) -> MessageClock {
+        MessageClock {
+            timeout: config.message_timeout,
+            min_rate: config.min_rate.max(1),
+            started: None,
+            bytes: 0,
+        }
+    }
+
+    /// After a batch was answered: `received` bytes had arrived at `now`,
+    /// `completed` says whether a message was finished, and `pending` bytes
+    /// of an incomplete message are left in the input.
+    pub(crate) fn update(
+        &mut self,
+        now: std::time::Instant,
+        received: usize,
+        completed: bool,
+        pending: usize,
+    ) {
+        if pending == 0 {
+            self.started = None;
+        } else if completed || self.started.is_none() {
+            // A new message began in this batch.
+            self.started = Some(now);
+            self.bytes = pending as u64;
+        } else {
+            self.bytes += received as u64;
+        }
+    }
+
+    /// When the incomplete message must be complete; `None` with none in hand.
+    pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
+        let allowance = Duration::from_millis(self.bytes.saturating_mul(1000) / self.min_rate);
+        self.started?
+            .checked_add(self.timeout.saturating_add(allowance))
+    }
+
+    /// Whether the message in hand is late at `now`.
+    pub(crate) fn expired(&self, now: std::time::Instant) -> bool {
+        self.deadline().is_some_and(|d| now >= d)
+    }
+
+    /// Why the connection is closed, for the client and the log.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "message not complete within {} of its first byte ({} bytes so far; allowed: --message-timeout plus 1s per {} bytes, --min-rate)",
+            crate::cli::format_duration(self.timeout),
+            self.bytes,
+            self.min_rate
+        )
+    }
+}
+
+/// Ends a session whose message did not arrive in time: the dialect's
+/// error goes into `output`, the reason into the report.
+pub(crate) fn message_too_slow(
+    dialect: &Option<Box<dyn Dialect + Send>>,
+    clock: &MessageClock,
+    output: &mut Vec<u8>,
+    ctx: &ServerContext,
+    report: &mut SessionReport,
+) {
+    let why = clock.describe();
+    if let Some(d) = dialect {
+        d.refuse(output, &why);
+    }
+    ctx.stats.message_timeouts.fetch_add(1, Relaxed);
+    report.ending = Some(why);
+}
+
+/// [`answer_input`], then the message deadline: `received` bytes had just
+/// arrived; a message in hand that is now late ends the session with the
+/// dialect's error ([`Next::TooSlow`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn answer_in_time(
+    dialect: &mut Option<Box<dyn Dialect + Send>>,
+    input: &mut BytesMut,
+    output: &mut Vec<u8>,
+    peer_done: bool,
+    received: usize,
+    clock: &mut MessageClock,
+    ctx: &ServerContext,
+    report: &mut SessionReport,
+) -> Next {
+    let answered = report.messages;
+    let next = answer_input(dialect, input, output, peer_done, ctx, report);
+    if peer_done {
+        return next;
+    }
+    let now = std::time::Instant::now();
+    clock.update(now, received, report.messages != answered, input.len());
+    if matches!(next, Next::Continue) && clock.expired(now) {
+        message_too_slow(dialect, clock, output, ctx, report);
+        return Next::TooSlow;
+    }
+    next
+}
+
+/// After the answers went out: whether the session goes on.
+pub(crate) fn goes_on(
+    next: Next,
+    peer_done: bool,
+    ctx: &ServerContext,
+    report: &mut SessionReport,
+) -> bool {
+    match next {
+        Next::Continue => !peer_done,
+        Next::Close(reason) => {
+            ctx.stats.protocol_errors.fetch_add(1, Relaxed);
+            report.ending = Some(reason);
+            false
+        }
+        Next::TooSlow => false,
+    }
+}
+
 /// Serves one connection until the peer closes, misbehaves, idles out, or
 /// the server shuts down. Never panics on anything the peer sends.
 ///
@@ -319,9 +471,26 @@ where
     tokio::pin!(idle_timer);
     let shutdown = ctx.shutdown.cancelled();
     tokio::pin!(shutdown);
+    // The incomplete message's deadline: a timer armed only while part of
+    // a message is in hand (never in a request/response exchange whose
+    // requests arrive whole).
+    let mut clock = MessageClock::new(&ctx.config);
+    let message_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(message_timer);
+    let mut timer_set_for = None;
 
     loop {
+        let mut received = 0;
         if !peer_done {
+            let message_deadline = clock.deadline();
+            if message_deadline != timer_set_for {
+                if let Some(d) = message_deadline {
+                    message_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(d));
+                }
+                timer_set_for = message_deadline;
+            }
             if input.capacity() - input.len() < 4096 {
                 input.reserve(16 * 1024);
             }
@@ -337,7 +506,7 @@ where
                         last_input = tokio::time::Instant::now();
                         report.bytes_in += n as u64;
                         ctx.stats.bytes_in.fetch_add(n as u64, Relaxed);
-                        ReadOutcome::Data
+                        ReadOutcome::Data(n)
                     }
                     Err(e) => ReadOutcome::Stop(Some(format!("read failed: {e}"))),
                 },
@@ -349,24 +518,32 @@ where
                     }
                     ReadOutcome::Stop(Some(format!("idle for {}", crate::cli::format_duration(idle))))
                 }
+                () = &mut message_timer, if message_deadline.is_some() => ReadOutcome::TooSlow,
                 () = &mut shutdown, if wait_for_shutdown => {
                     ReadOutcome::Stop(Some("server shutting down".into()))
                 }
             };
             match outcome {
-                ReadOutcome::Data => {}
+                ReadOutcome::Data(n) => received = n,
                 ReadOutcome::Eof => peer_done = true,
+                ReadOutcome::TooSlow => {
+                    message_too_slow(&dialect, &clock, &mut output, ctx, &mut report);
+                    let _ = write_all(&mut stream, &output, Duration::from_secs(1)).await;
+                    break;
+                }
                 ReadOutcome::Stop(reason) => {
                     report.ending = reason;
                     break;
                 }
             }
         }
-        let next = answer_input(
+        let next = answer_in_time(
             &mut dialect,
             &mut input,
             &mut output,
             peer_done,
+            received,
+            &mut clock,
             ctx,
             &mut report,
         );
@@ -379,12 +556,7 @@ where
             ctx.stats.bytes_out.fetch_add(output.len() as u64, Relaxed);
             output.clear();
         }
-        if let Next::Close(reason) = next {
-            ctx.stats.protocol_errors.fetch_add(1, Relaxed);
-            report.ending = Some(reason);
-            break;
-        }
-        if peer_done {
+        if !goes_on(next, peer_done, ctx, &mut report) {
             break;
         }
     }
@@ -395,8 +567,11 @@ where
 }
 
 enum ReadOutcome {
-    Data,
+    /// This many bytes arrived.
+    Data(usize),
     Eof,
+    /// The message in hand missed its deadline ([`MessageClock`]).
+    TooSlow,
     /// Stop serving; `Some(reason)` when it was not the peer's choice.
     Stop(Option<String>),
 }

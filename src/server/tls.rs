@@ -34,6 +34,10 @@ impl StreamSetup for TlsSetup {
         "tls"
     }
 
+    fn refuse(&self, tcp: std::net::TcpStream, _refusal: &super::limits::Refusal) {
+        super::limits::refuse_tls(&tcp);
+    }
+
     async fn setup(&self, tcp: TcpStream) -> anyhow::Result<ServerTlsStream> {
         let ctx = &self.ctx;
         let peer = tcp

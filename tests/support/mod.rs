@@ -29,6 +29,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 pub struct TestServer {
+    /// Plain TCP (the thread-per-connection server).
+    pub tcp: SocketAddr,
     pub tls: SocketAddr,
     pub quic: SocketAddr,
     pub certs: CertDir,
@@ -43,6 +45,8 @@ pub struct Options {
     pub tls_version: Option<TlsVersion>,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Changes the rest of the server's configuration (limits, timeouts).
+    pub configure: fn(&mut ServerConfig),
 }
 
 impl Default for Options {
@@ -52,6 +56,7 @@ impl Default for Options {
             tls_version: None,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            configure: |_| {},
         }
     }
 }
@@ -71,12 +76,15 @@ impl TestServer {
         config.tls_version = options.tls_version;
         config.handshake_timeout = options.handshake_timeout;
         config.idle_timeout = options.idle_timeout;
+        (options.configure)(&mut config);
         let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let listeners = Listeners {
+            tcp: Some(server::bind_tcp(localhost).unwrap()),
             tls: Some(server::bind_tcp(localhost).unwrap()),
             quic: Some(server::bind_udp(localhost).unwrap()),
             ..Listeners::default()
         };
+        let tcp = listeners.tcp.as_ref().unwrap().local_addr().unwrap();
         let tls = listeners.tls.as_ref().unwrap().local_addr().unwrap();
         let quic = listeners.quic.as_ref().unwrap().local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -88,6 +96,7 @@ impl TestServer {
             stats.clone(),
         ));
         TestServer {
+            tcp,
             tls,
             quic,
             certs,
