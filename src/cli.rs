@@ -75,6 +75,23 @@ pub enum Command {
     Hol(crate::cmd::hol::HolArgs),
 }
 
+impl Command {
+    /// True when this command may build the emulated link. Without root,
+    /// `main` then prepares a user namespace for it (see `lab::userns`),
+    /// which must happen before any thread starts. Every subcommand decides
+    /// here explicitly (no wildcard), so a new one cannot forget to.
+    pub fn may_build_lab(&self) -> bool {
+        match self {
+            Command::Compare(args) => args.to.is_none() && !args.loopback,
+            Command::Lab(_) | Command::Hol(_) => true,
+            Command::Bench(args) => args.link.asks_for_link(),
+            Command::Serve(_) | Command::Client(_) | Command::Codec(_) | Command::Endian(_) => {
+                false
+            }
+        }
+    }
+}
+
 /// Parses `250ms`, `1.5s`, `100us`/`100µs`, `2m`, `1h`, or `0`. A number
 /// without a unit is refused (is `--rtt 100` 100 ms or 100 s?).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -7,6 +7,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.may_build_lab() {
+        // Without root, move into a user namespace of our own, where the
+        // lab can be built; this needs a single-threaded process, so it comes
+        // before the runtime. A failure is kept and reported if a lab is needed.
+        proto::lab::userns::prepare();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -16,7 +16,7 @@ use proto::lab::{pcap, Lab, LabConfig, LinkConfig, LossModel};
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -724,38 +724,74 @@ fn a_panic_inside_proto_leaves_nothing_behind() {
     assert_no_new_namespaces(&before);
 }
 
-/// Runs even without root: proto must explain what is missing, not hang.
+/// SIGKILL gives proto no chance to clean up, so the kernel must: COMMAND
+/// runs as the child of process 1 of a PID namespace that dies with proto,
+/// and every process in it (here a background job and a `setsid` daemon
+/// that escaped the shell's session) dies with that process 1. With them go
+/// the last users of the lab's network namespaces.
 #[test]
-fn without_privileges_proto_says_what_is_missing() {
-    let mut cmd = proto();
-    cmd.args(["lab", "--rtt", "10ms", "--", "true"]);
-    // SAFETY: geteuid is always safe.
-    if unsafe { libc::geteuid() } == 0 {
-        // Drop to "nobody" to see what an ordinary user sees.
-        cmd.uid(65534).gid(65534);
-    }
-    let start = Instant::now();
-    let out = match cmd.output() {
-        Ok(out) => out,
-        // E.g. the target directory sits under a home directory that
-        // "nobody" may not enter: nothing to learn here, not a lab failure.
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED without_privileges…: cannot run proto as nobody: {e}"
-            );
-            return;
-        }
-        Err(e) => panic!("running proto: {e}"),
+fn sigkill_of_the_lab_leaves_no_process_and_no_namespace() {
+    let Some(_guard) = lab_or_skip("sigkill_of_the_lab_leaves_no_process_and_no_namespace") else {
+        return;
     };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let before = network_namespaces();
+    let marker = "1000.977";
+    let mut child = proto()
+        .args(["lab", "--rtt", "10ms", "--", "sh", "-c"])
+        .arg(format!(
+            "sleep {marker} & setsid sleep {marker} & echo ready; sleep {marker}"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let start = Instant::now();
+    let sleepers = || -> Vec<i32> {
+        processes_with(marker)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c == "sleep\n")
+            })
+            .collect()
+    };
+    while sleepers().len() < 3 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(ms(5));
+    }
+    let sleepers = sleepers();
+    if sleepers.len() != 3 {
+        let _ = child.kill();
+    }
+    assert_eq!(sleepers.len(), 3, "three sleeps running: {sleepers:?}");
+    let lab_namespaces: HashSet<String> = sleepers
+        .iter()
+        .filter_map(|pid| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok())
+        .map(|l| l.display().to_string())
+        .collect();
+    assert_eq!(lab_namespaces.len(), 1, "{lab_namespaces:?}");
+    assert!(lab_namespaces.is_disjoint(&before.0), "a new namespace");
+
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_no_process_with(marker);
+    // Nothing (process or open descriptor) refers to the lab's namespace.
+    let start = Instant::now();
+    while !network_namespaces().0.is_disjoint(&lab_namespaces)
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(ms(10));
+    }
     assert!(
-        stderr.contains("CAP_NET_ADMIN") && stderr.contains("sudo"),
-        "{stderr}"
+        network_namespaces().0.is_disjoint(&lab_namespaces),
+        "the lab's network namespace survived: {lab_namespaces:?}"
     );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_no_new_namespaces(&before);
 }
 
 /// Runs even without root: bad settings are reported as such.

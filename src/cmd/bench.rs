@@ -9,7 +9,7 @@
 use crate::cli::{parse_duration, parse_rate, parse_size};
 use crate::cmd::load::{healthy, run_load, ProgressDisplay, Security};
 use crate::lab::servers::LabServers;
-use crate::lab::{LabConfig, LinkArgs};
+use crate::lab::LinkArgs;
 use crate::measure::histogram::Unit;
 use crate::measure::load::{LoadConfig, LoadProgress, LoadReport, Stop};
 use crate::output::latency::{format_us, LoadJson};
@@ -83,7 +83,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         bail!("--protocols needs at least one of tcp, udp, tls, quic");
     }
     let link = args.link.to_config()?;
-    let over_lab = link != LabConfig::default();
+    let over_lab = args.link.asks_for_link();
     let (rows, addresses) = if over_lab {
         let servers = LabServers::start(link).await?;
         let addresses = servers.addresses.clone();

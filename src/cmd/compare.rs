@@ -53,7 +53,8 @@ pub struct CompareArgs {
     /// Give up on a connection after this long.
     #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
     pub timeout: Duration,
-    /// The emulated link (used unless --to or --loopback; needs root).
+    /// The emulated link (used unless --to or --loopback; without root it is
+    /// built in a user namespace).
     /// Without --rtt or --delay, the link has a 100 ms round trip.
     #[command(flatten)]
     pub link: LinkArgs,
@@ -87,11 +88,18 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     } else {
         match Lab::check_available() {
             Ok(()) => in_lab(&args, runs).await?,
+            // The user asked for a link: measuring loopback instead would
+            // answer a different question. Fail with the reason.
+            Err(why) if args.link.asks_for_link() => {
+                return Err(why).context(
+                    "proto compare: the link options ask for the emulated link, which cannot be built here",
+                )
+            }
             Err(why) => {
                 eprintln!(
-                    "proto compare: the emulated link is not available: {why}\n\
-                     Falling back to loopback, where round trips take microseconds: CPU time \
-                     (key exchange, certificate checks) dominates and the RTT counts below mean little."
+                    "proto compare: measuring on LOOPBACK, not across an emulated link: {why}\n\
+                     On loopback round trips take microseconds: CPU time (key exchange, certificate \
+                     checks) dominates and the RTT counts below mean little."
                 );
                 loopback(&args, runs).await?
             }

@@ -126,6 +126,14 @@ struct Overrides {
 }
 
 impl LinkArgs {
+    /// True when any option changes the link from "no link at all" (the
+    /// user asked for an emulated link explicitly: never measure loopback
+    /// instead). Settings that do not parse count as asking.
+    pub fn asks_for_link(&self) -> bool {
+        self.to_config()
+            .map_or(true, |config| config != LabConfig::default())
+    }
+
     /// Turn the options into a lab configuration (pcap unset).
     pub fn to_config(&self) -> anyhow::Result<LabConfig> {
         let one_way = match (self.rtt, self.delay) {

@@ -3,15 +3,35 @@
 //! A child process inherits the network namespace of the *thread* that
 //! forked it, so we fork from a thread that has entered the namespace.
 //!
-//! Leaving nothing behind takes three layers:
-//! * `PR_SET_PDEATHSIG(SIGKILL)`: the kernel kills the child if proto dies,
-//!   even by SIGKILL or abort. The signal fires when the *thread* that forked
-//!   the child exits, so that thread ("keeper") lives until the child is
-//!   reaped; it is also the one that waits for it.
+//! Leaving nothing behind, even when proto is killed with SIGKILL:
+//! * a **PID namespace** per command. The forking thread first calls
+//!   `unshare(CLONE_NEWPID)`, so the child becomes process 1 of a new PID
+//!   namespace: a small init (below) that starts COMMAND as process 2. When
+//!   process 1 of a PID namespace dies, the kernel kills every other process
+//!   in it, so nothing COMMAND started (background jobs, daemons that
+//!   `setsid`) can outlive it, and with the processes go the last users of
+//!   the lab's network namespace.
+//!
+//!   ```text
+//!   proto lab ── keeper thread ──fork──► init (pid 1 in the new PID namespace)
+//!                (waits, PDEATHSIG)        └──fork──► COMMAND (pid 2) ──► its children…
+//!   ```
+//! * `PR_SET_PDEATHSIG(SIGKILL)` on the init: the kernel kills it if proto
+//!   dies, even by SIGKILL or abort. The signal fires when the *thread* that
+//!   forked the child exits, so that thread ("keeper") lives until the child
+//!   is reaped; it is also the one that waits for it.
 //! * [`NsChild`]'s `Drop` kills the child when proto unwinds (a panic).
-//! * [`become_subreaper`] + [`kill_orphans`]: a shell's background jobs
-//!   outlive the shell; as a "child subreaper" proto adopts them instead of
-//!   init, so it can find and kill them at exit.
+//! * [`become_subreaper`] + [`kill_orphans`]: a second net for anything that
+//!   left the PID namespace's reach (nothing can, but it costs little).
+//!
+//! The init is the forked child itself, before it would `exec`: it forks
+//! again, the grandchild goes on to `exec` COMMAND with everything the
+//! `Command` set up (stdio, environment, directory), and the init forwards
+//! SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 to it, reaps every orphan, and exits
+//! with COMMAND's status. A process 1 ignores signals it has no handler for,
+//! so Ctrl-C (SIGINT from the terminal) reaches COMMAND only, as before. The
+//! init only makes system calls (a forked copy of a multi-threaded program
+//! must not allocate or take locks).
 
 use super::netns::NetNs;
 use std::io;
@@ -37,7 +57,8 @@ impl NsChild {
         // SAFETY: getpid is always safe.
         let parent = unsafe { libc::getpid() };
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe syscalls (prctl, getppid).
+        // makes async-signal-safe syscalls (prctl, fork, sigprocmask,
+        // sigwaitinfo, waitpid, kill, close_range, _exit).
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(
@@ -50,9 +71,15 @@ impl NsChild {
                 {
                     return Err(io::Error::last_os_error());
                 }
-                // proto died between fork and prctl: do not run orphaned.
-                if libc::getppid() != parent {
+                // proto died between fork and prctl: do not run orphaned. As
+                // process 1 of a PID namespace our parent is outside it and
+                // getppid() says 0; otherwise it must still be proto.
+                let ppid = libc::getppid();
+                if ppid != parent && ppid != 0 {
                     return Err(io::Error::other("proto exited"));
+                }
+                if libc::getpid() == 1 {
+                    become_init();
                 }
                 Ok(())
             });
@@ -65,7 +92,10 @@ impl NsChild {
         std::thread::Builder::new()
             .name("lab-child".into())
             .spawn(move || {
-                let spawned = ns_fd.enter().and_then(|()| cmd.spawn());
+                let spawned = ns_fd
+                    .enter()
+                    .and_then(|()| new_pid_namespace_for_children())
+                    .and_then(|()| cmd.spawn());
                 let mut child = match spawned {
                     Ok(c) => c,
                     Err(e) => {
@@ -136,6 +166,88 @@ impl NsChild {
 impl Drop for NsChild {
     fn drop(&mut self) {
         self.signal(libc::SIGKILL);
+    }
+}
+
+/// Make the calling thread's *next* child process 1 of a new PID namespace
+/// (the thread itself stays where it is). Only for dedicated threads.
+fn new_pid_namespace_for_children() -> io::Result<()> {
+    // SAFETY: plain syscall; affects the calling thread's future children.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("creating a PID namespace for the command: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Signals process 1 passes on to COMMAND. SIGINT and SIGQUIT are not among
+/// them: from a terminal they reach COMMAND directly (same process group).
+const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
+
+/// In the forked child, as process 1 of its PID namespace: fork COMMAND
+/// (which returns from here and execs), then act as its init until it
+/// exits, and exit with its status. Never returns in process 1.
+///
+/// # Safety
+/// Call only in a freshly forked child, before exec: it makes only
+/// async-signal-safe system calls.
+unsafe fn become_init() {
+    let mut forwarded: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut forwarded);
+    for sig in FORWARDED {
+        libc::sigaddset(&mut forwarded, sig);
+    }
+    let mut waited = forwarded;
+    libc::sigaddset(&mut waited, libc::SIGCHLD);
+    // Blocked before the fork, so nothing sent meanwhile is lost: a blocked
+    // signal is queued even for a process 1 (only unblocked, unhandled ones
+    // are dropped).
+    libc::sigprocmask(libc::SIG_BLOCK, &waited, std::ptr::null_mut());
+    let command = libc::fork();
+    if command == 0 {
+        // COMMAND: the signal mask is inherited, so clear ours again.
+        libc::sigprocmask(libc::SIG_UNBLOCK, &waited, std::ptr::null_mut());
+        return;
+    }
+    if command < 0 {
+        libc::_exit(127);
+    }
+    // proto's own handlers (inherited through fork) mean nothing here.
+    libc::signal(libc::SIGINT, libc::SIG_IGN);
+    libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    // The init never execs, so it must not keep the descriptors Command
+    // gave it, above all the pipe through which proto learns that COMMAND's
+    // exec succeeded (proto waits until every copy of it is closed).
+    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    loop {
+        let signal = libc::sigwaitinfo(&waited, std::ptr::null_mut());
+        if signal < 0 {
+            continue; // EINTR
+        }
+        if signal != libc::SIGCHLD {
+            libc::kill(command, signal);
+            continue;
+        }
+        // Reap everything that ended: COMMAND and orphans handed to us.
+        loop {
+            let mut status = 0;
+            let pid = libc::waitpid(-1, &mut status, libc::WNOHANG);
+            if pid <= 0 {
+                break;
+            }
+            if pid == command {
+                // Leaving kills whatever COMMAND left running in here.
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else {
+                    128 + libc::WTERMSIG(status)
+                };
+                libc::_exit(code);
+            }
+        }
     }
 }
 

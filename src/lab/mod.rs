@@ -33,6 +33,7 @@ pub mod netns;
 pub mod pcap;
 pub mod servers;
 pub mod tun;
+pub mod userns;
 
 pub use args::LinkArgs;
 pub use model::{DirectionCounters, LinkConfig, LossModel};
@@ -137,33 +138,29 @@ pub struct Lab {
     config: LabConfig,
 }
 
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_SYS_ADMIN: u32 = 21;
-
-fn has_capability(cap: u32) -> bool {
-    // /proc/self/status has "CapEff:\t000001ffffffffff": a hex bit set.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .is_some_and(|bits| bits & (1 << cap) != 0)
-}
-
 const SUDO_HINT: &str = "run proto as root, e.g. `sudo proto lab …` (in a container: --cap-add NET_ADMIN --cap-add SYS_ADMIN --device /dev/net/tun)";
+
+/// `proto` (the binary) prepares a user namespace when it is not root; a
+/// program using the library without doing so gets this advice.
+const PREPARE_HINT: &str = "call proto::lab::userns::prepare() first thing in main (before any thread starts) to build the lab in a user namespace, or run as root";
 
 impl Lab {
     /// Check, without changing anything, that this process can build a lab:
-    /// it needs CAP_SYS_ADMIN (new namespaces), CAP_NET_ADMIN (TUN devices,
-    /// addresses) and a usable /dev/net/tun.
+    /// it needs CAP_SYS_ADMIN (new namespaces) and CAP_NET_ADMIN (TUN
+    /// devices, addresses), as root or inside the user namespace that
+    /// [`userns::prepare`] made, and a usable /dev/net/tun.
     pub fn check_available() -> Result<(), LabError> {
-        if !has_capability(CAP_SYS_ADMIN) || !has_capability(CAP_NET_ADMIN) {
+        if let Some(userns::Privilege::Unavailable { what, how_to_fix }) = userns::privilege() {
+            return Err(LabError::Unavailable {
+                what: what.clone(),
+                how_to_fix: how_to_fix.clone(),
+            });
+        }
+        if !userns::has_lab_capabilities() {
             return Err(LabError::Unavailable {
                 what: "the CAP_NET_ADMIN and CAP_SYS_ADMIN capabilities (to create network namespaces and TUN devices)"
                     .into(),
-                how_to_fix: SUDO_HINT.into(),
+                how_to_fix: PREPARE_HINT.into(),
             });
         }
         match std::fs::OpenOptions::new().read(true).write(true).open(tun::TUN_PATH) {
@@ -385,6 +382,11 @@ fn host_setup(
         // Best effort: the files do not exist when IPv6 is disabled already.
         let _ = tun::write_sysctl("net/ipv6/conf/default/disable_ipv6", "1");
         let _ = tun::write_sysctl("net/ipv6/conf/all/disable_ipv6", "1");
+        // `ping` for everyone on the lab's hosts: ICMP echo sockets need no
+        // raw-socket privilege when the group is in this range (also
+        // best effort; the rootless lab's users have no CAP_NET_RAW for
+        // the set-capability ping binary).
+        let _ = tun::write_sysctl("net/ipv4/ping_group_range", "0 2147483647");
         tun::loopback_up().map_err(io_err("bringing up lo"))?;
         let dev = tun::create(&name).map_err(unavailable_or("creating a TUN device"))?;
         tun::configure_point_to_point(&name, local, peer, mtu)

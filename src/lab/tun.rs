@@ -136,11 +136,85 @@ pub fn configure_point_to_point(
     ioctl(&sock, libc::SIOCSIFMTU, &mut req, "set MTU")?;
 
     // Room for bursts between the kernel and the forwarder thread.
-    let mut req = ifreq_for(name)?;
-    req.ifr_ifru.ifru_metric = 1000; // ifr_qlen shares this slot
-    ioctl(&sock, libc::SIOCSIFTXQLEN, &mut req, "set txqueuelen")?;
+    set_tx_queue_len(name, 1000)
+        .map_err(|e| io::Error::new(e.kind(), format!("set txqueuelen: {e}")))?;
 
     bring_up(&sock, name)
+}
+
+/// Set the interface's transmit queue length (`ip link set NAME txqueuelen N`).
+///
+/// Through rtnetlink rather than the `SIOCSIFTXQLEN` ioctl: the kernel asks
+/// for `CAP_NET_ADMIN` over the *initial* namespace for the ioctl but only
+/// over the interface's network namespace for netlink, which a rootless lab
+/// has (see `userns.rs`). The request is one message:
+///
+/// ```text
+///  nlmsghdr   len u32 | type u16 = RTM_NEWLINK | flags u16 = REQUEST|ACK | seq u32 | pid u32
+///  ifinfomsg  family u8 | pad u8 | type u16 | index i32 | flags u32 | change u32
+///  rtattr     len u16 = 8 | type u16 = IFLA_TXQLEN | value u32
+/// ```
+///
+/// and the kernel answers with an `NLMSG_ERROR` message whose error is 0 on
+/// success or a negative errno.
+pub fn set_tx_queue_len(name: &str, len: u32) -> io::Result<()> {
+    const IFLA_TXQLEN: u16 = 13; // linux/if_link.h
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut msg = Vec::with_capacity(40);
+    msg.extend_from_slice(&40u32.to_ne_bytes());
+    msg.extend_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
+    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]); // family, pad, type
+    msg.extend_from_slice(&(index as i32).to_ne_bytes());
+    msg.extend_from_slice(&[0; 8]); // flags, change: none
+    msg.extend_from_slice(&8u16.to_ne_bytes());
+    msg.extend_from_slice(&IFLA_TXQLEN.to_ne_bytes());
+    msg.extend_from_slice(&len.to_ne_bytes());
+
+    // SAFETY: plain syscall; the fd is wrapped at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: sending a local buffer on our socket (default address: the kernel).
+    if unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut reply = [0u8; 1024];
+    // SAFETY: receiving into a local buffer.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // nlmsghdr (16 bytes) of type NLMSG_ERROR, then the error as an i32.
+    let reply = &reply[..n as usize];
+    let kind = reply.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    let error = reply
+        .get(16..20)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    match (kind, error) {
+        (Some(k), Some(0)) if k == libc::NLMSG_ERROR as u16 => Ok(()),
+        (Some(k), Some(e)) if k == libc::NLMSG_ERROR as u16 => {
+            Err(io::Error::from_raw_os_error(-e))
+        }
+        _ => Err(io::Error::other("unexpected rtnetlink reply")),
+    }
 }
 
 /// Bring the loopback interface up (a new namespace starts with `lo` down).
