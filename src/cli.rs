@@ -64,14 +64,16 @@ pub enum Command {
     /// link (329 ms to Australia, lossy Wi-Fi, a 10 Mbit/s uplink) between a
     /// "client" and a "server" network namespace, so handshake round trips,
     /// loss and queueing become visible. COMMAND runs on the client host,
-    /// proto's servers on the server host. Needs root (CAP_NET_ADMIN).
+    /// proto's servers on the server host. No root needed: without it the lab
+    /// lives in a user namespace of proto's own (needs a world-accessible /dev/net/tun).
     Lab(crate::cmd::lab::LabArgs),
     /// Measure head-of-line blocking: TCP's one ordered stream vs QUIC's independent streams.
     ///
     /// Several streams send small requests across a lossy emulated link. On
     /// TCP (all streams on one connection, as HTTP/2 does) a lost packet
     /// holds up every stream behind it until it is retransmitted; on QUIC
-    /// only the stream whose data was lost waits. Needs root (the lab).
+    /// only the stream whose data was lost waits. Runs across the lab (root or
+    /// a user namespace).
     Hol(crate::cmd::hol::HolArgs),
 }
 

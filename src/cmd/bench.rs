@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Examples:\n  proto bench                                   tcp and udp, 3 s each, closed loop\n  proto bench --protocols tcp --connections 8   8 connections\n  proto bench --size 32K --count 5000           large messages\n  proto bench --request-rate 5000/s --duration 5s   open loop, corrected latency\n  sudo proto bench --rtt 20ms --loss 1%         across an emulated link (proto lab)"
+    after_help = "Examples:\n  proto bench                                   tcp and udp, 3 s each, closed loop\n  proto bench --protocols tcp --connections 8   8 connections\n  proto bench --size 32K --count 5000           large messages\n  proto bench --request-rate 5000/s --duration 5s   open loop, corrected latency\n  proto bench --rtt 20ms --loss 1%              across an emulated link (proto lab)"
 )]
 pub struct BenchArgs {
     /// Transports to compare, comma-separated.
@@ -62,7 +62,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub lost_after: Duration,
     /// An emulated link between the load and the servers (`proto lab`'s
-    /// options; needs root). Without any, the bench runs over loopback.
+    /// options; without root, in a user namespace). Without any, the bench runs
+    /// over loopback; with any, it never falls back to loopback.
     #[command(flatten)]
     pub link: LinkArgs,
     /// Print all results as JSON on stdout.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  sudo proto hol                          8 streams, 50 ms RTT, 2 % loss, 10 s per transport\n  sudo proto hol --loss 5% --streams 16\n  sudo proto hol --json"
+    after_help = "Examples:\n  proto hol                          8 streams, 50 ms RTT, 2 % loss, 10 s per transport\n  proto hol --loss 5% --streams 16\n  proto hol --json"
 )]
 pub struct HolArgs {
     /// Logical streams (TCP: multiplexed on one connection; QUIC: one QUIC stream each).
