@@ -1,5 +1,5 @@
 //! `proto compare` end to end: every variant against theory across the
-//! emulated link, the JSON and CSV outputs, the loopback fallback, and
+//! emulated link, the JSON and CSV outputs, loopback, and
 //! `--to` against a server started separately.
 
 mod common;
@@ -151,45 +151,8 @@ fn csv_has_a_header_and_a_row_per_variant() {
     assert!(lines[2].starts_with("udp,0,"));
 }
 
-/// Without the lab's privileges, compare says so and measures on loopback.
-#[test]
-fn without_privileges_it_falls_back_to_loopback_and_says_why() {
-    let certs = temp_dir("fallback");
-    let mut cmd;
-    if unsafe { libc::geteuid() } == 0 {
-        // Drop root for this one command, as an ordinary user would run it.
-        std::fs::set_permissions(&certs, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-            .unwrap();
-        cmd = Command::new("setpriv");
-        cmd.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            PROTO,
-        ]);
-    } else {
-        cmd = Command::new(PROTO);
-    }
-    let out = cmd
-        .args(["compare", "--protocols", "tcp", "--runs", "1", "--json"])
-        .env("PROTO_CERT_DIR", &certs)
-        .env("HOME", &certs)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("the emulated link is not available"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("sudo") || stderr.contains("root"),
-        "says how to get it: {stderr}"
-    );
-    assert!(stderr.contains("Falling back to loopback"), "{stderr}");
-    let report = json_of(&out);
-    assert_eq!(report["environment"], "loopback");
-}
+// Without the lab, compare says so and measures on loopback: see
+// tests/rootless.rs, which controls /dev/net/tun's mode for it.
 
 #[test]
 fn to_measures_a_server_started_separately() {

@@ -37,7 +37,7 @@ macro_rules! say {
 The client host is 10.77.0.1 and the server host 10.77.0.2; COMMAND gets
 PROTO_LAB_SERVER and PROTO_LAB_CLIENT in its environment. Without root,
 proto builds the lab inside a user namespace of its own (COMMAND then runs
-as "root" of that namespace, powerless outside it); that needs user
+as root of that namespace only, powerless outside it); that needs user
 namespaces enabled and a world-accessible /dev/net/tun (mode 0666, as
 desktop distributions ship it). COMMAND and everything it starts live in a
 PID namespace: nothing is left behind at exit, even if proto is killed.
