@@ -312,3 +312,126 @@ fn endian_overflow_is_an_error_not_a_panic() {
     assert!(stderr.contains("not a number"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Runs `proto serve tls --port 0 --cert-dir DIR` through `sh -c 'PREFIX proto …'`
+/// until it says it listens (then stops it) or exits; returns whether it
+/// listened, and everything it printed.
+fn serve_tls_once(prefix: &str, cert_dir: &std::path::Path) -> (bool, String) {
+    use std::process::{Command, Stdio};
+    let script = format!(
+        "{prefix} '{}' serve tls --port 0 --quiet --cert-dir '{}' 2>&1",
+        env!("CARGO_BIN_EXE_proto"),
+        cert_dir.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            if line.contains("listening on") {
+                let _ = tx.send((true, all.clone()));
+            }
+        }
+        let _ = tx.send((false, all));
+    });
+    let outcome = rx.recv_timeout(LIMIT).expect("proto serve said something");
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+#[test]
+fn certificates_under_umask_000_are_private() {
+    let base = support::temp_dir("umask");
+    let dir = base.join("a/b/certs");
+    let (listened, output) = serve_tls_once("umask 000; exec", &dir);
+    assert!(listened, "{output}");
+    for created in [&base.join("a"), &base.join("a/b"), &dir] {
+        assert_eq!(mode(created), 0o700, "{}", created.display());
+    }
+    assert_eq!(mode(&dir.join("ca.key")), 0o600);
+    assert_eq!(mode(&dir.join("server.key")), 0o600);
+    assert_eq!(mode(&dir.join(".lock")), 0o600);
+    for cert in ["ca.pem", "server.pem"] {
+        assert_eq!(mode(&dir.join(cert)) & 0o022, 0, "{cert}");
+    }
+    // No temporary file is left behind.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    // Opened up by someone: refused, with the reason.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (listened, output) = serve_tls_once("exec", &dir);
+    assert!(!listened);
+    assert!(output.contains("writable by other users"), "{output}");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Whether this test runs as root (needed to act as another user); a
+/// skip message otherwise, a failure with PROTO_LAB_REQUIRED=1 (CI).
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("PROTO_LAB_REQUIRED").as_deref() != Ok("1"),
+        "{test}: PROTO_LAB_REQUIRED=1 but not running as root"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs root");
+    false
+}
+
+#[cfg(unix)]
+#[test]
+fn a_read_only_directory_with_valid_certificates_is_used_as_is() {
+    if !root_or_skip("a_read_only_directory_with_valid_certificates_is_used_as_is") {
+        return;
+    }
+    let dir = support::temp_dir("readonly");
+    let (listened, output) = serve_tls_once("exec", &dir);
+    assert!(listened, "{output}");
+    std::fs::remove_file(dir.join(".lock")).unwrap();
+    // Hand the directory to "nobody", read-only: it cannot create a lock
+    // file (or anything else) there.
+    let nobody = "65534";
+    let chown = std::process::Command::new("chown")
+        .args([
+            "-R",
+            &format!("{nobody}:{nobody}"),
+            &dir.display().to_string(),
+        ])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let chmod = std::process::Command::new("chmod")
+        .args(["-R", "u-w", &dir.display().to_string()])
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    let as_nobody = format!("exec setpriv --reuid={nobody} --regid={nobody} --clear-groups");
+    let (listened, output) = serve_tls_once(&as_nobody, &dir);
+    assert!(listened, "{output}");
+    assert!(!dir.join(".lock").exists());
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "u+w", &dir.display().to_string()])
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -23,6 +23,16 @@
 //! All keys are ECDSA P-256. The first run creates them; later runs reuse
 //! them, and re-issue only the server certificate when it lacks a name the
 //! server now needs (a `--san`, or a non-loopback address it is bound to).
+//!
+//! The directory is guarded the way ssh guards `~/.ssh`: whoever can write
+//! there can replace the CA that clients trust by default, or read the
+//! keys. So it is created with mode 0700 whatever the umask; a directory
+//! or file there that another user could write, a key anyone else could
+//! read, or one owned by another user is refused with the reason and the
+//! fix; keys are written to a fresh temporary file (`O_CREAT|O_EXCL|
+//! O_NOFOLLOW`, mode 0600 from the first byte, a name no one can guess)
+//! and renamed into place, and read without following symbolic links. A
+//! read-only directory that already holds valid certificates is used as is.
 
 use anyhow::{bail, Context};
 use rustls::client::danger::ServerCertVerifier;
@@ -98,13 +108,26 @@ impl CertDir {
     /// [`DEFAULT_NAMES`] plus `extra_names`. Safe against two processes
     /// doing it at once (a lock file serialises them).
     pub fn load_or_create(&self, extra_names: &[String]) -> anyhow::Result<ServerIdentity> {
-        std::fs::create_dir_all(&self.dir).with_context(|| {
-            format!(
-                "cannot create the certificate directory {} (choose another with --cert-dir)",
-                self.dir.display()
-            )
-        })?;
-        let _lock = DirLock::acquire(&self.dir.join(".lock"))?;
+        create_private_dir(&self.dir)?;
+        check_not_open_to_others(&self.dir, false)?;
+        // A read-only directory (a mounted volume, a shared read-only
+        // install) cannot hold a lock file, and needs none: nothing will be
+        // written there. If something must be, writing fails with the reason.
+        let _lock = match DirLock::acquire(&self.dir.join(".lock")) {
+            Ok(lock) => Some(lock),
+            Err(e) if is_read_only(&e) => None,
+            Err(e) => return Err(e),
+        };
+        for (file, private) in [
+            (self.ca_cert(), false),
+            (self.ca_key(), true),
+            (self.server_cert(), false),
+            (self.server_key(), true),
+        ] {
+            if std::fs::symlink_metadata(&file).is_ok() {
+                check_not_open_to_others(&file, private)?;
+            }
+        }
         let mut names: Vec<String> = DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
         for n in extra_names {
             let n = n.trim().to_string();
@@ -161,8 +184,8 @@ impl CertDir {
     }
 
     fn issue_server_cert(&self, names: &[String]) -> anyhow::Result<()> {
-        let ca_key_pem = std::fs::read_to_string(self.ca_key())
-            .with_context(|| format!("reading {}", self.ca_key().display()))?;
+        let ca_key_pem = String::from_utf8(read_no_follow(&self.ca_key())?)
+            .with_context(|| format!("{} is not a PEM file", self.ca_key().display()))?;
         let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)
             .with_context(|| format!("{} is not a private key", self.ca_key().display()))?;
         // The issuer's name and key identifier are all a signature needs
@@ -394,9 +417,116 @@ pub fn local_addresses() -> Vec<IpAddr> {
     out
 }
 
+/// Creates `dir` and any missing parents with mode 0700, whatever the
+/// umask (a umask can only take permissions away, and 0700 has none for
+/// others to lose).
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).with_context(|| {
+        format!(
+            "cannot create the certificate directory {} (choose another with --cert-dir)",
+            dir.display()
+        )
+    })
+}
+
+/// Refuses `path` (the certificate directory, or a file in it) when
+/// another user could change it, or, for a private key, read it; or when
+/// it belongs to someone else; or when it is a symbolic link (a file only).
+fn check_not_open_to_others(path: &Path, private_key: bool) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let is_dir = path.is_dir();
+        let meta = if is_dir {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        }
+        .with_context(|| format!("reading the permissions of {}", path.display()))?;
+        if meta.file_type().is_symlink() {
+            bail!(
+                "{} is a symbolic link: refusing to use it (someone could point it at another file); delete it and proto makes a new one",
+                path.display()
+            );
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me && meta.uid() != 0 {
+            bail!(
+                "{} belongs to user {}, not to you (user {me}): refusing to trust it; use a certificate directory of your own (--cert-dir)",
+                path.display(),
+                meta.uid()
+            );
+        }
+        let what = if is_dir { "directory" } else { "file" };
+        if mode & 0o022 != 0 {
+            bail!(
+                "the certificate {what} {} is writable by other users (mode {mode:04o}): anyone could replace the CA clients trust; fix it with: chmod go-w {}",
+                path.display(),
+                path.display()
+            );
+        }
+        if private_key && mode & 0o077 != 0 {
+            bail!(
+                "the private key {} is readable by other users (mode {mode:04o}): fix it with: chmod 600 {} (or delete the directory to start afresh)",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, private_key);
+    Ok(())
+}
+
+/// Whether `e` (from creating a file) means the directory is read-only to us.
+fn is_read_only(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            io.kind() == std::io::ErrorKind::PermissionDenied
+                || io.raw_os_error() == Some(libc::EROFS)
+        })
+}
+
+/// Reads a file in the certificate directory without following a symbolic
+/// link at its name.
+fn read_no_follow(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            anyhow::anyhow!(
+                "{} is a symbolic link: refusing to follow it; delete it and proto makes a new one",
+                path.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("reading {}", path.display()))
+        }
+    })?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
+}
+
 /// Every PEM certificate in `path`.
 pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let pem = read_no_follow(path)?;
     rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{} is not a PEM certificate file", path.display()))
@@ -404,7 +534,7 @@ pub fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 
 /// The first PEM private key (PKCS#8, SEC1 or PKCS#1) in `path`.
 pub fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let pem = read_no_follow(path)?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .with_context(|| format!("{} is not a PEM file", path.display()))?
         .with_context(|| format!("{} holds no private key", path.display()))
@@ -421,27 +551,69 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     write_with_mode(path, bytes, 0o600)
 }
 
+/// Writes through a temporary file with an unguessable name in the same
+/// directory, created exclusively (`O_CREAT|O_EXCL`: never an existing file,
+/// nor a symbolic link planted there, `O_NOFOLLOW`) with its final mode
+/// from the start, then renamed over `path` (atomic: readers see the old
+/// file or the new one). A leftover temporary file from a crash is never
+/// reused.
 fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut attempt = 0u32;
+    let (tmp, mut file) = loop {
+        let unique: u64 = rand_u64();
+        let tmp = dir.join(format!(".{name}.{}.{unique:016x}.tmp", std::process::id()));
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            options.mode(mode);
+            options.mode(mode).custom_flags(libc::O_NOFOLLOW);
         }
         #[cfg(not(unix))]
         let _ = mode;
-        let mut file = options
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        file.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        file.sync_all().ok();
+        match options.open(&tmp) {
+            Ok(file) => break (tmp, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "writing {} (through {})",
+                    path.display(),
+                    tmp.display()
+                )))
+            }
+        }
+    };
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(e).context(format!("writing {}", path.display())));
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// 64 unpredictable bits from the operating system (ring's generator, which
+/// reads getrandom).
+fn rand_u64() -> u64 {
+    use rustls::crypto::ring::default_provider;
+    let mut bytes = [0u8; 8];
+    if default_provider().secure_random.fill(&mut bytes).is_err() {
+        // Unreachable on Linux; O_EXCL still refuses any existing file.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes = (now.as_nanos() as u64).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes)
 }
 
 /// An exclusive `flock` on a file, released on drop.
@@ -451,10 +623,14 @@ struct DirLock {
 
 impl DirLock {
     fn acquire(path: &Path) -> anyhow::Result<DirLock> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
+        let file = options
             .open(path)
             .with_context(|| format!("creating the lock file {}", path.display()))?;
         #[cfg(unix)]
@@ -520,6 +696,66 @@ mod tests {
             assert_eq!(mode & 0o077, 0, "the key must not be readable by others");
         }
         let _ = std::fs::remove_dir_all(&dir.dir);
+    }
+
+    #[cfg(unix)]
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_or_key_open_to_others_is_refused_with_the_fix() {
+        let dir = CertDir::new(temp_dir("open"));
+        dir.load_or_create(&[]).unwrap();
+        chmod(&dir.dir, 0o777);
+        let err = format!("{:#}", dir.load_or_create(&[]).unwrap_err());
+        assert!(
+            err.contains("writable by other users") && err.contains("chmod go-w"),
+            "{err}"
+        );
+        chmod(&dir.dir, 0o755); // readable by others is fine for the directory
+        dir.load_or_create(&[]).unwrap();
+        chmod(&dir.server_key(), 0o644);
+        let err = format!("{:#}", dir.load_or_create(&[]).unwrap_err());
+        assert!(
+            err.contains("readable by other users") && err.contains("chmod 600"),
+            "{err}"
+        );
+        chmod(&dir.server_key(), 0o600);
+        chmod(&dir.ca_cert(), 0o666);
+        let err = format!("{:#}", dir.load_or_create(&[]).unwrap_err());
+        assert!(err.contains("ca.pem is writable by other users"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir.dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn planted_symbolic_links_are_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = CertDir::new(temp_dir("symlink"));
+        std::fs::create_dir_all(&dir.dir).unwrap();
+        chmod(&dir.dir, 0o700);
+        // The old fixed temporary names, pointing at another user's file.
+        let victim = dir.dir.with_extension("victim");
+        std::fs::write(&victim, b"not yours").unwrap();
+        for tmp in ["ca.tmp", "server.tmp", "ca.key.tmp", "server.key.tmp"] {
+            std::os::unix::fs::symlink(&victim, dir.dir.join(tmp)).unwrap();
+        }
+        dir.load_or_create(&[]).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"not yours");
+        for key in [dir.ca_key(), dir.server_key()] {
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+        }
+        // A key that is a symbolic link is refused, not read.
+        std::fs::remove_file(dir.server_key()).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.server_key()).unwrap();
+        let err = format!("{:#}", dir.load_or_create(&[]).unwrap_err());
+        assert!(err.contains("symbolic link"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir.dir);
+        let _ = std::fs::remove_file(&victim);
     }
 
     #[test]
