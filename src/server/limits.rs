@@ -89,8 +89,9 @@ impl ProcessLimits {
     /// With `threads` (plain TCP: a thread per connection) the thread and
     /// mapping limits count too. At least 16, at most 1 000 000.
     pub fn default_max_connections(&self, threads: bool) -> usize {
+        // The reserve is at most a quarter of a small limit (`ulimit -n 100`).
         let room = |limit: Option<u64>, used: Option<u64>, per_connection: u64| {
-            limit.map(|l| l.saturating_sub(used.unwrap_or(0) + RESERVE) / per_connection)
+            limit.map(|l| l.saturating_sub(used.unwrap_or(0) + RESERVE.min(l / 4)) / per_connection)
         };
         let mut budgets = vec![room(self.open_files, self.open_files_used, 1)];
         if threads {
@@ -299,5 +300,12 @@ mod tests {
             750_000
         );
         assert!(ProcessLimits::read().default_max_connections(true) >= 16);
+        // `ulimit -n 100`: 25 in reserve, 3/4 of the other 65.
+        let small = ProcessLimits {
+            open_files: Some(100),
+            open_files_used: Some(10),
+            ..ProcessLimits::default()
+        };
+        assert_eq!(small.default_max_connections(false), 65 / 4 * 3);
     }
 }

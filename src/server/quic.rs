@@ -467,6 +467,11 @@ impl AmplificationBudgets {
         allowed
     }
 
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.peers.len()
+    }
+
     fn make_room(&mut self, now: Instant) {
         if self.peers.len() < Self::MAX_PEERS {
             return;
@@ -575,7 +580,56 @@ impl quinn::AsyncUdpSocket for InspectingSocket {
 
 #[cfg(test)]
 mod tests {
-    use super::classify_datagram;
+    use super::{classify_datagram, AmplificationBudgets, RetryPolicy};
+    use std::time::Instant;
+
+    #[test]
+    fn unvalidated_addresses_get_at_most_three_times_what_they_sent() {
+        let mut budgets = AmplificationBudgets::default();
+        let peer = "10.0.0.1:4433".parse().unwrap();
+        let now = Instant::now();
+        let mut initial = vec![0xC3, 0, 0, 0, 1];
+        initial.resize(1200, 0);
+        budgets.received(peer, &initial, now);
+        // 3 600 bytes of budget: three 1 200-byte datagrams, not a fourth.
+        assert_eq!(budgets.allow(peer, 1200, 2400), 2400);
+        assert_eq!(budgets.allow(peer, 1252, 1252), 0);
+        assert_eq!(budgets.allow(peer, 1200, 1200), 1200);
+        assert_eq!(budgets.allow(peer, 100, 100), 0);
+        // A Handshake packet proves the address: no limit from then on.
+        budgets.received(peer, &[0xE0, 0, 0, 0, 1], now);
+        assert_eq!(budgets.allow(peer, 1200, 12_000), 12_000);
+        // Addresses that never started a handshake here are not limited.
+        let other = "10.0.0.2:1".parse().unwrap();
+        budgets.received(other, &[0x40, 1, 2], now);
+        assert_eq!(budgets.allow(other, 1200, 1200), 1200);
+    }
+
+    #[test]
+    fn the_table_of_addresses_stays_bounded() {
+        let mut budgets = AmplificationBudgets::default();
+        let now = Instant::now();
+        let mut initial = vec![0xC3, 0, 0, 0, 1];
+        initial.resize(1200, 0);
+        for i in 0..AmplificationBudgets::MAX_PEERS + 100 {
+            let peer = std::net::SocketAddr::from((
+                [10, 0, (i >> 8) as u8, i as u8],
+                1000 + (i >> 16) as u16,
+            ));
+            budgets.received(peer, &initial, now);
+        }
+        assert!(budgets.tracked() <= AmplificationBudgets::MAX_PEERS);
+    }
+
+    #[test]
+    fn retry_policy() {
+        assert!(!RetryPolicy::Auto.wants_retry(63, 256));
+        assert!(RetryPolicy::Auto.wants_retry(64, 256));
+        assert!(RetryPolicy::Always.wants_retry(0, 256));
+        assert!(!RetryPolicy::Never.wants_retry(1000, 256));
+        assert_eq!("always".parse(), Ok(RetryPolicy::Always));
+        assert!("sometimes".parse::<RetryPolicy>().is_err());
+    }
 
     #[test]
     fn obvious_garbage_is_named() {
