@@ -1,6 +1,7 @@
-//! Accuracy and cost of the lab's link emulator (needs root).
+//! Accuracy and cost of the lab's link emulator.
 //!
-//! `sudo cargo bench --bench lab` prints:
+//! `cargo bench --bench lab` prints (as root, or as an ordinary user through
+//! a user namespace, like `proto` itself):
 //! * the RTT the link adds at zero delay (UDP ping-pong through the lab
 //!   minus the same ping-pong over loopback inside one namespace);
 //! * the error of a TCP connect across `--rtt 100ms`;
@@ -15,6 +16,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 fn main() {
+    // Without root: into a user namespace while this process has one thread.
+    proto::lab::userns::prepare();
     if let Err(e) = Lab::check_available() {
         eprintln!("skipping the lab benchmark: {e}");
         return;

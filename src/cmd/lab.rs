@@ -12,6 +12,7 @@
 
 use crate::lab::args::describe;
 use crate::lab::child::{self, NsChild};
+use crate::lab::userns;
 use crate::lab::{Lab, LinkArgs, LinkCounters};
 use crate::server::{self, Listeners, ServerConfig};
 use crate::transport::certs::CertDir;
@@ -90,6 +91,11 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         banner_config.mtu,
         banner_config.seed
     );
+    if let Some(userns::Privilege::UserNamespace { outside_uid }) = userns::privilege() {
+        say!(
+            "  without root: in a user namespace of proto's own (root there = uid {outside_uid} outside, powerless beyond it)"
+        );
+    }
     say!(
         "  up   client→server: {}",
         describe(&banner_config.client_to_server)
