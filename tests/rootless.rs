@@ -187,8 +187,10 @@ fn compare_as_an_ordinary_user_matches_theory_across_a_60ms_link() {
         return;
     };
     let _tun = TunMode::set(0o666);
-    // Timing upper bounds get 3 attempts (a busy machine can only slow
-    // packets down); a broken lab fails all of them.
+    // Round trips are whole numbers, so ±0.25 tells each count from its
+    // neighbours even on a loaded machine, and a 59–80 ms connection RTT
+    // tells the link from loopback. A busy machine can only slow packets
+    // down, so there are 3 attempts; a broken lab fails all of them.
     let mut failures = Vec::new();
     for _ in 0..3 {
         let out = user.output(&["compare", "--rtt", "60ms", "--runs", "3", "--json"]);
@@ -207,7 +209,7 @@ fn compare_as_an_ordinary_user_matches_theory_across_a_60ms_link() {
             let measured = v["handshake_rtts"].as_f64();
             let rtt = v["rtt"].as_f64();
             match (measured, rtt) {
-                (Some(m), Some(r)) if (m - theory).abs() <= 0.15 && (59.0..70.0).contains(&r) => {}
+                (Some(m), Some(r)) if (m - theory).abs() <= 0.25 && (59.0..80.0).contains(&r) => {}
                 _ => wrong.push(format!(
                     "{id}: {measured:?} RTT (theory {theory}) on a {rtt:?} ms connection; note {}",
                     v["note"]
