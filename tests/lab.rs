@@ -724,6 +724,32 @@ fn a_panic_inside_proto_leaves_nothing_behind() {
     assert_no_new_namespaces(&before);
 }
 
+/// COMMAND is process 2 of its own PID namespace (process 1 is the lab's
+/// init), and /proc inside agrees, so `ps` and `kill` work with lab numbers.
+#[test]
+fn command_runs_in_its_own_pid_namespace_with_its_own_proc() {
+    let Some(_guard) = lab_or_skip("command_runs_in_its_own_pid_namespace_with_its_own_proc")
+    else {
+        return;
+    };
+    let out = proto()
+        .args(["lab", "--rtt", "1ms", "--", "sh", "-c"])
+        .arg("echo $$; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[..2], ["2", "lab-init"], "{stdout}");
+    // init, sh, ls and grep: not the machine's hundreds of processes.
+    let visible: usize = lines[2].parse().unwrap();
+    assert!(visible <= 5, "{visible} processes visible: {stdout}");
+}
+
 /// SIGKILL gives proto no chance to clean up, so the kernel must: COMMAND
 /// runs as the child of process 1 of a PID namespace that dies with proto,
 /// and every process in it (here a background job and a `setsid` daemon

@@ -24,6 +24,9 @@
 //! * [`become_subreaper`] + [`kill_orphans`]: a second net for anything that
 //!   left the PID namespace's reach (nothing can, but it costs little).
 //!
+//! The namespace gets its own `/proc` (in a private mount namespace), so
+//! `ps` and `kill` inside the lab agree on process numbers.
+//!
 //! The init is the forked child itself, before it would `exec`: it forks
 //! again, the grandchild goes on to `exec` COMMAND with everything the
 //! `Command` set up (stdio, environment, directory), and the init forwards
@@ -187,6 +190,38 @@ fn new_pid_namespace_for_children() -> io::Result<()> {
 /// them: from a terminal they reach COMMAND directly (same process group).
 const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
 
+/// Give the PID namespace its own `/proc`, so that `ps`, `pgrep` and `kill`
+/// inside the lab see the lab's processes with the numbers they use there.
+/// That takes a private mount namespace (the mount is seen by the lab's
+/// processes only). Best effort: where it is refused (e.g. a container that
+/// masks parts of /proc), COMMAND sees the machine's /proc, as before.
+///
+/// # Safety
+/// Only system calls; for the forked child before exec.
+unsafe fn own_proc() {
+    if libc::unshare(libc::CLONE_NEWNS) != 0 {
+        return;
+    }
+    // Our mounts must not propagate back to the machine's namespace.
+    if libc::mount(
+        std::ptr::null(),
+        c"/".as_ptr(),
+        std::ptr::null(),
+        libc::MS_REC | libc::MS_PRIVATE,
+        std::ptr::null(),
+    ) != 0
+    {
+        return;
+    }
+    libc::mount(
+        c"proc".as_ptr(),
+        c"/proc".as_ptr(),
+        c"proc".as_ptr(),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        std::ptr::null(),
+    );
+}
+
 /// In the forked child, as process 1 of its PID namespace: fork COMMAND
 /// (which returns from here and execs), then act as its init until it
 /// exits, and exit with its status. Never returns in process 1.
@@ -206,6 +241,15 @@ unsafe fn become_init() {
     // signal is queued even for a process 1 (only unblocked, unhandled ones
     // are dropped).
     libc::sigprocmask(libc::SIG_BLOCK, &waited, std::ptr::null_mut());
+    own_proc();
+    // What `ps` shows for process 1 inside the lab.
+    libc::prctl(
+        libc::PR_SET_NAME,
+        c"lab-init".as_ptr() as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
     let command = libc::fork();
     if command == 0 {
         // COMMAND: the signal mask is inherited, so clear ours again.

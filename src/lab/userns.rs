@@ -279,11 +279,21 @@ fn read_proc(path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-const AS_ROOT: &str = "or run proto as root";
+/// The last resort, for an ordinary user or for a root without capabilities
+/// (a container's root: uid 0, but no CAP_NET_ADMIN/CAP_SYS_ADMIN).
+fn as_root() -> &'static str {
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } == 0 {
+        "or give this root its capabilities (a container: --cap-add NET_ADMIN --cap-add SYS_ADMIN --device /dev/net/tun)"
+    } else {
+        "or run proto as root"
+    }
+}
 
 impl Failure {
     /// The cause, named as precisely as the kernel lets us, and the remedy.
     fn explain(self) -> Privilege {
+        let as_root = as_root();
         let e = io::Error::from_raw_os_error(self.errno);
         let (what, how_to_fix) = match (self.step, self.errno) {
             (Step::CreateUserNs, libc::ENOSPC) => {
@@ -291,11 +301,11 @@ impl Failure {
                 match limit.as_deref() {
                     Some("0") => (
                         "user namespaces, which are disabled here: the sysctl user.max_user_namespaces is 0".to_string(),
-                        format!("enable them with `sudo sysctl -w user.max_user_namespaces=15000` (add it to /etc/sysctl.d/ to keep it), {AS_ROOT}"),
+                        format!("enable them with `sudo sysctl -w user.max_user_namespaces=15000` (add it to /etc/sysctl.d/ to keep it), {as_root}"),
                     ),
                     other => (
                         format!("a new user namespace, but the limit user.max_user_namespaces ({}) is reached", other.unwrap_or("?")),
-                        format!("raise it with `sudo sysctl -w user.max_user_namespaces=15000`, end other sandboxes, {AS_ROOT}"),
+                        format!("raise it with `sudo sysctl -w user.max_user_namespaces=15000`, end other sandboxes, {as_root}"),
                     ),
                 }
             }
@@ -303,22 +313,22 @@ impl Failure {
                 if read_proc("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
                     (
                         "user namespaces, which are disabled for ordinary users here: the sysctl kernel.unprivileged_userns_clone is 0".to_string(),
-                        format!("enable them with `sudo sysctl -w kernel.unprivileged_userns_clone=1`, {AS_ROOT}"),
+                        format!("enable them with `sudo sysctl -w kernel.unprivileged_userns_clone=1`, {as_root}"),
                     )
                 } else {
                     (
                         format!("a user namespace, and creating one was refused ({e}): a security policy forbids it here (a container's seccomp profile, SELinux or another security module)"),
-                        format!("allow user namespaces in that policy (Docker/Podman: --security-opt seccomp=unconfined), {AS_ROOT}"),
+                        format!("allow user namespaces in that policy (Docker/Podman: --security-opt seccomp=unconfined), {as_root}"),
                     )
                 }
             }
             (Step::CreateUserNs, _) => (
                 format!("a user namespace, which this kernel cannot create ({e}; built without CONFIG_USER_NS?)"),
-                AS_ROOT.to_string(),
+                as_root.to_string(),
             ),
             (Step::MapIds, _) => (
                 format!("a user namespace with the invoking user mapped to root in it, but writing /proc/self/uid_map or gid_map failed ({e})"),
-                AS_ROOT.to_string(),
+                as_root.to_string(),
             ),
             (Step::CreateNetNs | Step::CreateTun, libc::EPERM | libc::EACCES) => {
                 let step = if self.step == Step::CreateNetNs {
@@ -329,22 +339,22 @@ impl Failure {
                 if read_proc("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
                     (
                         format!("{step} inside its user namespace, which AppArmor forbids here: the sysctl kernel.apparmor_restrict_unprivileged_userns is 1 ({e})"),
-                        format!("allow it with `sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`, or an AppArmor profile for proto with the `userns,` rule, {AS_ROOT}"),
+                        format!("allow it with `sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`, or an AppArmor profile for proto with the `userns,` rule, {as_root}"),
                     )
                 } else {
                     (
                         format!("{step} inside its user namespace, which a security policy refused ({e})"),
-                        format!("allow it in that policy, {AS_ROOT}"),
+                        format!("allow it in that policy, {as_root}"),
                     )
                 }
             }
             (Step::OpenTun, libc::ENOENT) => (
                 format!("{}, the TUN/TAP driver's device, which does not exist here", tun::TUN_PATH),
-                format!("load the driver with `sudo modprobe tun` (in a container: --device /dev/net/tun), {AS_ROOT}"),
+                format!("load the driver with `sudo modprobe tun` (in a container: --device /dev/net/tun), {as_root}"),
             ),
             (Step::OpenTun, libc::ENODEV | libc::ENXIO) => (
                 format!("the TUN/TAP driver behind {}, which is not loaded ({e})", tun::TUN_PATH),
-                format!("load it with `sudo modprobe tun`, {AS_ROOT}"),
+                format!("load it with `sudo modprobe tun`, {as_root}"),
             ),
             (Step::OpenTun, libc::EACCES | libc::EPERM) => (
                 format!(
@@ -354,7 +364,7 @@ impl Failure {
                 ),
                 format!(
                     "make it world-accessible as desktop distributions ship it: `sudo chmod 0666 {}` (until reboot; to keep it, a udev rule: \
-                     echo 'KERNEL==\"tun\", MODE=\"0666\"' | sudo tee /etc/udev/rules.d/60-tun.rules), {AS_ROOT}",
+                     echo 'KERNEL==\"tun\", MODE=\"0666\"' | sudo tee /etc/udev/rules.d/60-tun.rules), {as_root}",
                     tun::TUN_PATH
                 ),
             ),
@@ -364,7 +374,7 @@ impl Failure {
                     Step::OpenTun => tun::TUN_PATH,
                     _ => "a TUN device",
                 }),
-                AS_ROOT.to_string(),
+                as_root.to_string(),
             ),
         };
         Privilege::Unavailable { what, how_to_fix }
