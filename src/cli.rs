@@ -75,6 +75,16 @@ pub enum Command {
     /// only the stream whose data was lost waits. Runs across the lab (root or
     /// a user namespace).
     Hol(crate::cmd::hol::HolArgs),
+    /// Watch congestion and flow control: a bulk transfer with the sender's cwnd sampled every ms.
+    ///
+    /// Sends data across an emulated bottleneck and reads the sender's own
+    /// state from the kernel (TCP_INFO: congestion window, ssthresh, RTT,
+    /// the receiver's window) while the lab reports its queue. Shows slow
+    /// start doubling per round trip, the cut after each loss (Reno ½,
+    /// CUBIC 0.7), the queue filling (bufferbloat), and a window-limited
+    /// transfer when socket buffers are smaller than the bandwidth-delay
+    /// product. Needs root (the lab).
+    Transfer(crate::cmd::transfer::TransferArgs),
 }
 
 impl Command {

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Compare(args) => cmd::compare::run(args).await,
             Command::Lab(args) => cmd::lab::run(args).await,
             Command::Hol(args) => cmd::hol::run(args).await,
+            Command::Transfer(args) => cmd::transfer::run(args).await,
         }
     });
     match result {

@@ -19,7 +19,7 @@ fn every_subcommand_help_says_what_it_demonstrates() {
     let (ok, top, _) = proto(&["--help"]);
     assert!(ok);
     for sub in [
-        "serve", "client", "codec", "endian", "compare", "lab", "bench",
+        "serve", "client", "codec", "endian", "compare", "lab", "bench", "transfer",
     ] {
         assert!(top.contains(sub), "top-level help lists {sub}");
         let (ok, help, _) = proto(&[sub, "--help"]);
@@ -33,6 +33,7 @@ fn every_subcommand_help_says_what_it_demonstrates() {
         ("lab", "round trip"),
         ("serve", "request/response"),
         ("bench", "latency"),
+        ("transfer", "bandwidth-delay product"),
     ] {
         let (_, help, _) = proto(&[sub, "--help"]);
         assert!(help.contains(idea), "{sub} --help mentions {idea:?}");

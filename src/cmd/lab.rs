@@ -104,6 +104,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         "  down server→client: {}",
         describe(&banner_config.server_to_client)
     );
+    say!("  {}", lab.host_buffers().describe());
 
     let shutdown = CancellationToken::new();
     let mut server = start_server(&lab, args.server.as_deref(), shutdown.clone()).await?;
@@ -144,6 +145,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     shutdown.cancel();
     server.stop().await;
     child::kill_orphans(&[]);
+    let host_buffers = lab.host_buffers().clone();
     let counters = tokio::task::spawn_blocking(move || lab.shutdown())
         .await
         .context("tearing down the lab")?;
@@ -153,7 +155,10 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     let _ = std::io::stderr().write_all(counters_table(&counters).as_bytes());
     if args.json {
-        let json = serde_json::to_string_pretty(&counters).context("encoding counters")?;
+        // The link's counters, with the hosts' buffer limits beside them.
+        let mut value = serde_json::to_value(counters).context("encoding counters")?;
+        value["host_buffers"] = serde_json::to_value(&host_buffers)?;
+        let json = serde_json::to_string_pretty(&value).context("encoding counters")?;
         let _ = writeln!(std::io::stdout(), "{json}");
     }
     let code = match signalled {

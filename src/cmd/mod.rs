@@ -8,6 +8,7 @@ pub mod hol;
 pub mod lab;
 pub mod load;
 pub mod serve;
+pub mod transfer;
 
 /// The trust decision for TLS and QUIC clients (`--ca`, `--insecure`), with
 /// the loud warning for `--insecure` in every mode that has the flag

@@ -61,6 +61,16 @@ pub struct LinkArgs {
     /// MTU of the link (largest IP packet), 68..=65535.
     #[arg(long, default_value_t = 1500, help_heading = "Link")]
     pub mtu: u32,
+    /// Drop the Nth data packet (≥ 200 bytes) in each direction, every run
+    /// the same: a reproducible loss. Repeat or list: --drop-nth 300,600.
+    #[arg(long, value_name = "N", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..), help_heading = "Link")]
+    pub drop_nth: Vec<u64>,
+    /// The hosts' socket-buffer limits: `sized` (room for twice the link's
+    /// bandwidth-delay product, the default), `kernel` (the kernel's
+    /// defaults, to see a window limit a long fat link), or a size like 2M
+    /// (exactly this maximum for TCP's send and receive buffers).
+    #[arg(long, value_parser = super::buffers::parse_host_buffers, value_name = "sized|kernel|SIZE", default_value = "sized", help_heading = "Link")]
+    pub host_buffers: super::buffers::HostBuffers,
 
     /// One-way delay client→server (overrides --rtt/--delay for that direction).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
@@ -183,6 +193,7 @@ impl LinkArgs {
                 reorder: o.reorder.or(self.reorder).unwrap_or(0.0),
                 reorder_delay: self.reorder_delay,
                 duplicate: o.duplicate.or(self.duplicate).unwrap_or(0.0),
+                drop_data_packets: self.drop_nth.clone(),
             };
             link.validate().map_err(anyhow::Error::msg)?;
             Ok(link)
@@ -193,6 +204,7 @@ impl LinkArgs {
             seed: self.seed,
             mtu: self.mtu,
             pcap: None,
+            host_buffers: self.host_buffers,
         })
     }
 }
@@ -237,6 +249,10 @@ pub fn describe(link: &LinkConfig) -> String {
     }
     if link.duplicate > 0.0 {
         parts.push(format!("duplicate {}%", link.duplicate * 100.0));
+    }
+    if !link.drop_data_packets.is_empty() {
+        let list: Vec<String> = link.drop_data_packets.iter().map(u64::to_string).collect();
+        parts.push(format!("drops data packet {}", list.join(", ")));
     }
     parts.join(", ")
 }

@@ -69,6 +69,9 @@ pub struct Direction {
     pub mtu: usize,
     pub capture: Option<(SharedPcap, CapturePoint)>,
     pub shared: Arc<Mutex<DirectionCounters>>,
+    /// When the bottleneck will be idle again (see `LinkModel::busy_until`),
+    /// published after every batch so others can read the live queue.
+    pub busy_until: Arc<Mutex<Option<Instant>>>,
     pub stop: Arc<OwnedFd>,
 }
 
@@ -203,6 +206,9 @@ fn run(mut d: Direction) -> DirectionCounters {
         }
         if let Ok(mut shared) = d.shared.lock() {
             *shared = d.model.counters();
+        }
+        if let Ok(mut busy) = d.busy_until.lock() {
+            *busy = d.model.busy_until();
         }
         if pool.len() > 4 * BATCH {
             pool.truncate(4 * BATCH);

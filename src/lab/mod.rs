@@ -26,6 +26,7 @@
 //! * `servers.rs`: proto's servers on one side, client work on the other.
 
 pub mod args;
+pub mod buffers;
 pub mod child;
 pub mod forwarder;
 pub mod model;
@@ -49,12 +50,14 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// The client's address on the lab link.
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// The server's address on the lab link.
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const CLIENT_IF: &str = "lab-client";
+/// The client host's interface on the lab link.
+pub const CLIENT_IF: &str = "lab-client";
 const SERVER_IF: &str = "lab-server";
 
 /// Everything about the emulated network.
@@ -70,6 +73,8 @@ pub struct LabConfig {
     pub mtu: u32,
     /// Write every packet crossing the link to this pcap file.
     pub pcap: Option<PathBuf>,
+    /// The hosts' socket-buffer limits (see `buffers.rs`).
+    pub host_buffers: buffers::HostBuffers,
 }
 
 impl Default for LabConfig {
@@ -80,6 +85,7 @@ impl Default for LabConfig {
             seed: 1,
             mtu: 1500,
             pcap: None,
+            host_buffers: buffers::HostBuffers::default(),
         }
     }
 }
@@ -134,8 +140,11 @@ pub struct Lab {
     threads: Vec<JoinHandle<DirectionCounters>>,
     up: Arc<Mutex<DirectionCounters>>,
     down: Arc<Mutex<DirectionCounters>>,
+    up_busy_until: Arc<Mutex<Option<Instant>>>,
+    down_busy_until: Arc<Mutex<Option<Instant>>>,
     final_counters: Option<LinkCounters>,
     config: LabConfig,
+    buffers: buffers::HostBufferReport,
 }
 
 const SUDO_HINT: &str = "run proto as root, e.g. `sudo proto lab …` (in a container: --cap-add NET_ADMIN --cap-add SYS_ADMIN --device /dev/net/tun)";
@@ -201,6 +210,8 @@ impl Lab {
             NetNs::create().map_err(unavailable_or("creating the server network namespace"))?;
         let client_tun = host_setup(&client_ns, CLIENT_IF, CLIENT_IP, SERVER_IP, config.mtu)?;
         let server_tun = host_setup(&server_ns, SERVER_IF, SERVER_IP, CLIENT_IP, config.mtu)?;
+        let host_buffers = buffers::apply(&config, &client_ns, &server_ns)
+            .map_err(io_err("setting the hosts' socket-buffer limits"))?;
         let client_tun = Arc::new(client_tun.fd);
         let server_tun = Arc::new(server_tun.fd);
 
@@ -221,6 +232,8 @@ impl Lab {
         let stop = Arc::new(forwarder::stop_fd().map_err(io_err("creating an eventfd"))?);
         let up = Arc::new(Mutex::new(DirectionCounters::default()));
         let down = Arc::new(Mutex::new(DirectionCounters::default()));
+        let up_busy_until = Arc::new(Mutex::new(None));
+        let down_busy_until = Arc::new(Mutex::new(None));
         let mut lab = Lab {
             client_ns,
             server_ns,
@@ -230,8 +243,11 @@ impl Lab {
             threads: Vec::new(),
             up: up.clone(),
             down: down.clone(),
+            up_busy_until: up_busy_until.clone(),
+            down_busy_until: down_busy_until.clone(),
             final_counters: None,
             config: config.clone(),
+            buffers: host_buffers,
         };
         let directions = [
             Direction {
@@ -242,6 +258,7 @@ impl Lab {
                 mtu: config.mtu as usize,
                 capture: pcap.clone().map(|p| (p, CapturePoint::OnArrival)),
                 shared: up,
+                busy_until: up_busy_until,
                 stop: stop.clone(),
             },
             Direction {
@@ -252,6 +269,7 @@ impl Lab {
                 mtu: config.mtu as usize,
                 capture: pcap.map(|p| (p, CapturePoint::OnDelivery)),
                 shared: down,
+                busy_until: down_busy_until,
                 stop,
             },
         ];
@@ -273,6 +291,11 @@ impl Lab {
 
     pub fn config(&self) -> &LabConfig {
         &self.config
+    }
+
+    /// The socket-buffer limits both hosts hold, as read back from them.
+    pub fn host_buffers(&self) -> &buffers::HostBufferReport {
+        &self.buffers
     }
 
     /// Run `f` on a thread inside the server's namespace: sockets it creates
@@ -309,6 +332,20 @@ impl Lab {
             client_to_server: get(&self.up),
             server_to_client: get(&self.down),
         }
+    }
+
+    /// How long a packet entering the bottleneck now would wait in its queue
+    /// (zero without a rate), per direction: `(client→server, server→client)`.
+    /// Queue bytes = delay × rate ÷ 8.
+    pub fn queue_delay(&self) -> (Duration, Duration) {
+        let now = Instant::now();
+        let wait = |m: &Mutex<Option<Instant>>| {
+            m.lock()
+                .ok()
+                .and_then(|b| *b)
+                .map_or(Duration::ZERO, |busy| busy.saturating_duration_since(now))
+        };
+        (wait(&self.up_busy_until), wait(&self.down_busy_until))
     }
 
     /// Stop the link and return the final counters. The namespaces and

@@ -124,7 +124,16 @@ pub struct LinkConfig {
     pub reorder_delay: Duration,
     /// Probability (0..=1) that a packet is delivered twice.
     pub duplicate: f64,
+    /// Drop exactly these data packets (1-based, counting only packets of
+    /// at least [`DATA_PACKET_MIN`] bytes): a loss that happens at the same
+    /// place on every run, so a sender's response to it can be reproduced.
+    pub drop_data_packets: Vec<u64>,
 }
+
+/// A packet this large or larger counts as a "data packet" for
+/// [`LinkConfig::drop_data_packets`]. Pure TCP ACKs (40–92 bytes with
+/// options) and QUIC ACK-only packets stay below; full segments are far above.
+pub const DATA_PACKET_MIN: usize = 200;
 
 impl Default for LinkConfig {
     fn default() -> Self {
@@ -137,6 +146,7 @@ impl Default for LinkConfig {
             reorder: 0.0,
             reorder_delay: Duration::from_millis(10),
             duplicate: 0.0,
+            drop_data_packets: Vec::new(),
         }
     }
 }
@@ -170,6 +180,8 @@ pub struct DirectionCounters {
     pub delivered_bytes: u64,
     /// Lost by the loss model.
     pub dropped_loss: u64,
+    /// Dropped on purpose (`drop_data_packets`).
+    pub dropped_forced: u64,
     /// Dropped because the bottleneck queue was full (drop-tail).
     pub dropped_queue: u64,
     /// Extra copies sent.
@@ -269,6 +281,8 @@ pub struct LinkModel {
     /// Latest departure scheduled for an in-order packet (FIFO clamp).
     last_departure: Option<Instant>,
     next_seq: u64,
+    /// Data packets (≥ DATA_PACKET_MIN bytes) seen so far.
+    data_packets: u64,
     /// Highest arrival sequence number released so far.
     max_released: Option<u64>,
     counters: DirectionCounters,
@@ -288,6 +302,7 @@ impl LinkModel {
             busy_until: None,
             last_departure: None,
             next_seq: 0,
+            data_packets: 0,
             max_released: None,
             counters: DirectionCounters::default(),
         }
@@ -299,6 +314,13 @@ impl LinkModel {
 
     pub fn counters(&self) -> DirectionCounters {
         self.counters
+    }
+
+    /// When the bottleneck will have sent everything queued so far (`None`
+    /// without a rate, or before the first packet). A packet arriving at
+    /// `now` waits `busy_until - now` in the queue: the queueing delay.
+    pub fn busy_until(&self) -> Option<Instant> {
+        self.busy_until
     }
 
     /// True when the link does nothing at all to packets, so the forwarder
@@ -319,6 +341,18 @@ impl LinkModel {
         self.next_seq += 1;
         self.counters.packets += 1;
         self.counters.bytes += len as u64;
+
+        // 0. A deliberate drop of the Nth data packet.
+        if len >= DATA_PACKET_MIN {
+            self.data_packets += 1;
+            if self.cfg.drop_data_packets.contains(&self.data_packets) {
+                self.counters.dropped_forced += 1;
+                return Arrival {
+                    seq,
+                    verdict: Verdict::Lost,
+                };
+            }
+        }
 
         // 1. Loss.
         if self.lose() {
@@ -502,6 +536,25 @@ mod tests {
             let now = t0 + Duration::from_micros(i * 7);
             assert_eq!(at(m.arrive(now, 1500)), now + ms(50));
         }
+    }
+
+    #[test]
+    fn drops_exactly_the_chosen_data_packets() {
+        let cfg = LinkConfig {
+            drop_data_packets: vec![2, 4],
+            ..Default::default()
+        };
+        let mut m = LinkModel::new(cfg, 1, 0);
+        let t0 = Instant::now();
+        // ACK-sized packets are not counted: data packets 1..=5 are the 1500s.
+        let sizes = [60, 1500, 60, 1500, 1500, 60, 1500, 1500];
+        let lost: Vec<bool> = sizes
+            .iter()
+            .map(|&len| m.arrive(t0, len).verdict == Verdict::Lost)
+            .collect();
+        assert_eq!(lost, [false, false, false, true, false, false, true, false]);
+        assert_eq!(m.counters().dropped_forced, 2);
+        assert_eq!(m.counters().dropped_loss, 0);
     }
 
     #[test]
@@ -765,17 +818,21 @@ mod properties {
             1usize..50,                                // queue
             0.0f64..0.3,                               // reorder
             0.0f64..0.3,                               // duplicate
+            prop::collection::vec(1u64..50, 0..3),     // forced drops
         )
-            .prop_map(|(d, j, loss, rate, queue, reorder, duplicate)| LinkConfig {
-                delay: Duration::from_micros(d),
-                jitter: Duration::from_micros(j),
-                loss: LossModel::Random { p: loss },
-                rate_bps: rate,
-                queue_packets: queue,
-                reorder,
-                reorder_delay: Duration::from_millis(3),
-                duplicate,
-            })
+            .prop_map(
+                |(d, j, loss, rate, queue, reorder, duplicate, drops)| LinkConfig {
+                    delay: Duration::from_micros(d),
+                    jitter: Duration::from_micros(j),
+                    loss: LossModel::Random { p: loss },
+                    rate_bps: rate,
+                    queue_packets: queue,
+                    reorder,
+                    reorder_delay: Duration::from_millis(3),
+                    duplicate,
+                    drop_data_packets: drops,
+                },
+            )
     }
 
     proptest! {
@@ -811,7 +868,10 @@ mod properties {
             }
             let c = m.counters();
             prop_assert!(c.queue_peak <= cfg.queue_packets as u64);
-            prop_assert_eq!(c.packets, c.dropped_loss + c.dropped_queue + scheduled - c.duplicated);
+            prop_assert_eq!(
+                c.packets,
+                c.dropped_loss + c.dropped_queue + c.dropped_forced + scheduled - c.duplicated
+            );
             // Release in departure order, as the forwarder does.
             departures.sort();
             for (_, seq, is_copy, len) in departures {

@@ -9,6 +9,9 @@
 //!   correction through intended send times (pure, no I/O).
 //! * [`load`]: closed- and open-loop load over streams and datagrams,
 //!   returning a [`load::LoadReport`]; generic over async streams.
+//! * [`transfer`]: a bulk transfer across the lab with the sender's TCP
+//!   state (cwnd, RTT, window) sampled from `TCP_INFO` every millisecond;
+//!   [`phases`] reads slow start, loss responses and window limits from it.
 //! * [`blocking`]: the same load over plain TCP and UDP with a blocking
 //!   thread per connection (the fast path the CLI uses for those two).
 
@@ -17,3 +20,5 @@ pub mod handshake;
 pub mod histogram;
 pub mod hol;
 pub mod load;
+pub mod phases;
+pub mod transfer;

@@ -1,0 +1,164 @@
+//! `proto transfer`: a bulk transfer across the lab with the sender's
+//! congestion window, RTT and the link's queue sampled every millisecond.
+
+use crate::lab::args::{describe, parse_rate};
+use crate::lab::{buffers, Lab, LinkArgs};
+use crate::measure::phases::{self, LinkFacts};
+use crate::measure::transfer::{self, Amount, Protocol, TransferConfig};
+use crate::output::transfer as render;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TransferProtocol {
+    /// The kernel's TCP; state from getsockopt(TCP_INFO).
+    Tcp,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  sudo proto transfer tcp                                   reno-style figure at 100 ms × 50 Mbit/s
+  sudo proto transfer tcp --cc reno --queue-bdp 1 --svg cwnd.svg
+  sudo proto transfer tcp --cc cubic --drop-nth 400         one loss, always the same packet
+  sudo proto transfer tcp --cc bbr --queue-bdp 4            BBR vs a deep buffer (bufferbloat)
+  sudo proto transfer tcp --slow-reader 2mbit               the receiver's window closes
+  sudo proto transfer tcp --rtt 100ms --rate 1gbit --host-buffers kernel   window-limited")]
+pub struct TransferArgs {
+    /// What carries the transfer.
+    #[arg(value_enum)]
+    pub protocol: TransferProtocol,
+    /// Send this many bytes (e.g. 20M); default: for --duration.
+    #[arg(long, value_parser = crate::cli::parse_size, conflicts_with = "duration")]
+    pub size: Option<usize>,
+    /// Send for this long (default 5s).
+    #[arg(long, value_parser = crate::cli::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Congestion control: for TCP whatever the kernel offers
+    /// (/proc/sys/net/ipv4/tcp_available_congestion_control: reno, cubic, bbr…).
+    #[arg(long, value_name = "NAME")]
+    pub cc: Option<String>,
+    /// The receiver reads only this fast (bit/s, e.g. 2mbit): its buffer
+    /// fills, its advertised window shrinks to zero and the sender stalls.
+    #[arg(long, value_parser = parse_rate, value_name = "BIT/S")]
+    pub slow_reader: Option<u64>,
+    /// The bottleneck queue as a multiple of the bandwidth-delay product
+    /// (overrides --queue): 1 is the classic rule of thumb, 4+ a bloated buffer.
+    #[arg(long, value_name = "FACTOR")]
+    pub queue_bdp: Option<f64>,
+    /// How often the sender's state is read.
+    #[arg(long, default_value = "1ms", value_parser = crate::cli::parse_duration)]
+    pub sample_every: Duration,
+    /// Write every sample as CSV to this file.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Print the report (with every sample) as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// The emulated link. Without --rtt/--delay: 100 ms RTT; without --rate: 50 Mbit/s.
+    #[command(flatten)]
+    pub link: LinkArgs,
+}
+
+pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
+    let mut link = args.link.clone();
+    if [link.rtt, link.delay, link.up_delay, link.down_delay]
+        .iter()
+        .all(Option::is_none)
+    {
+        link.rtt = Some(Duration::from_millis(100));
+    }
+    if link.rate.is_none() && link.up_rate.is_none() && link.down_rate.is_none() {
+        link.rate = Some(50_000_000);
+    }
+    let mut lab_config = link.to_config()?;
+    if let Some(factor) = args.queue_bdp {
+        anyhow::ensure!(
+            factor > 0.0 && factor <= 100.0,
+            "--queue-bdp must be above 0 and at most 100"
+        );
+        let (bdp, _, _) = buffers::bdp(&lab_config);
+        let packets = ((bdp as f64 * factor) / f64::from(lab_config.mtu)).ceil() as usize;
+        lab_config.client_to_server.queue_packets = packets.max(1);
+        lab_config.server_to_client.queue_packets = packets.max(1);
+    }
+    anyhow::ensure!(
+        args.sample_every >= Duration::from_micros(100),
+        "--sample-every must be at least 100µs"
+    );
+    let amount = match (args.size, args.duration) {
+        (Some(bytes), _) => Amount::Bytes(bytes as u64),
+        (None, Some(d)) => Amount::For(d),
+        (None, None) => Amount::For(Duration::from_secs(5)),
+    };
+    let limit = match amount {
+        Amount::For(d) => d + Duration::from_secs(30),
+        Amount::Bytes(_) => Duration::from_secs(600),
+    };
+    let config = TransferConfig {
+        protocol: match args.protocol {
+            TransferProtocol::Tcp => Protocol::Tcp,
+        },
+        cc: args.cc.clone(),
+        amount,
+        slow_reader: args.slow_reader.map(|bits| (bits / 8).max(1)),
+        sample_every: args.sample_every,
+        limit,
+    };
+    Lab::check_available()
+        .context("proto transfer needs the emulated link (a bottleneck with a queue to fill)")?;
+    if !args.json {
+        eprintln!(
+            "proto transfer: {} across client→server {} …",
+            config.protocol.name(),
+            describe(&lab_config.client_to_server)
+        );
+    }
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let lab = Lab::start(lab_config.clone()).context("starting the lab")?;
+        let run = transfer::run_tcp(&lab, &config)?;
+        let host_buffers = lab.host_buffers().clone();
+        let mut run = run;
+        run.link = lab.shutdown();
+        let (bdp_bytes, _, rtt) = buffers::bdp(&lab_config);
+        let facts = LinkFacts {
+            rate_bps: lab_config.client_to_server.rate_bps,
+            rtt_ms: rtt.as_secs_f64() * 1e3,
+            queue_packets: lab_config.client_to_server.queue_packets,
+            bdp_bytes,
+            description: format!(
+                "client→server {}; server→client {}",
+                describe(&lab_config.client_to_server),
+                describe(&lab_config.server_to_client)
+            ),
+        };
+        Ok(phases::analyze(run, facts, host_buffers))
+    })
+    .await
+    .context("the transfer thread failed")??;
+
+    if let Some(path) = &args.csv {
+        std::fs::write(path, render::csv(&report.run.samples))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
+        let _ = writeln!(stdout, "{json}");
+    } else {
+        let _ = writeln!(
+            stdout,
+            "Link: {}\n{}\n{} transfer, congestion control {}\n{}\n{}\n{}",
+            report.link.description,
+            report.host_buffers.describe(),
+            report.run.protocol.name(),
+            report.run.cc,
+            render::summary_table(&report),
+            render::sparklines(&report.run.samples, 72),
+            render::what_this_shows(&report)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

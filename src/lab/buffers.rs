@@ -1,0 +1,363 @@
+//! Socket-buffer limits of the two hosts, sized to the link.
+//!
+//! TCP can have at most one *window* of data in flight per round trip, so
+//! its throughput is at most `window ÷ RTT`. To fill a link the window must
+//! reach the **bandwidth-delay product** (BDP = rate × RTT): the bytes that
+//! are "on the wire" at any moment. A 1 Gbit/s × 100 ms path holds
+//! 12.5 MB; a 50 Mbit/s × 100 ms path 625 kB.
+//!
+//! The window is capped by socket buffers: the receiver advertises at most
+//! what its receive buffer can hold (about half of it, the rest is
+//! bookkeeping), and the sender must keep every unacknowledged byte in its
+//! send buffer. Linux caps both with per-namespace sysctls:
+//!
+//! ```text
+//!   net.ipv4.tcp_rmem = min default max   receive buffer, auto-tuned up to max
+//!   net.ipv4.tcp_wmem = min default max   send buffer, auto-tuned up to max
+//!   net.core.rmem_max / wmem_max          the most SO_RCVBUF / SO_SNDBUF may ask
+//!   net.core.rmem_default / wmem_default  what a UDP (QUIC) socket starts with
+//! ```
+//!
+//! The kernel's defaults (tcp_wmem max 4 MB; tcp_rmem max 6 MB, 32 MB on
+//! recent kernels) suit a LAN, not a long fat link. So the lab sizes each
+//! namespace's TCP limits to the configured link, unless asked to keep the
+//! kernel's defaults (to *show* the window limit). The values are written
+//! from a thread inside each namespace, where they apply to that host only,
+//! and read back from there, so what proto prints is what the kernel holds.
+//! The `net.core` values belong to the whole machine (read-only inside a
+//! namespace): they are reported, never changed; QUIC's sockets go past
+//! them with SO_RCVBUFFORCE.
+
+use super::netns::NetNs;
+use super::LabConfig;
+use serde::Serialize;
+use std::io;
+use std::time::Duration;
+
+/// How the lab sets the hosts' socket-buffer limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostBuffers {
+    /// Large enough for a window of 2 × (BDP + the bottleneck queue).
+    #[default]
+    Sized,
+    /// Leave the kernel's defaults alone.
+    Kernel,
+    /// This many bytes as the maximum of every buffer.
+    Fixed(u64),
+}
+
+/// The rate assumed for the BDP when the link has no `--rate`: about what
+/// the forwarder carries at MTU 1500 on a small machine.
+pub const ASSUMED_RATE_BPS: u64 = 1_000_000_000;
+/// Never set a limit above this (the sysctls are signed 32-bit).
+const MAX_BUFFER: u64 = 1 << 30;
+
+/// Parses `--host-buffers`: `sized`, `kernel`, or a size such as `64M`.
+pub fn parse_host_buffers(text: &str) -> Result<HostBuffers, String> {
+    match text.trim() {
+        "sized" | "auto" => Ok(HostBuffers::Sized),
+        "kernel" | "default" | "defaults" => Ok(HostBuffers::Kernel),
+        size => {
+            let bytes = crate::cli::parse_size(size).map_err(|e| {
+                format!("{e} (or use `sized` to fit the link, `kernel` for the kernel's defaults)")
+            })? as u64;
+            if !(4096..=MAX_BUFFER).contains(&bytes) {
+                return Err(format!("{text:?}: must be between 4K and 1G"));
+            }
+            Ok(HostBuffers::Fixed(bytes))
+        }
+    }
+}
+
+/// The bandwidth-delay product of the configured link in bytes, with the
+/// rate and round trip it was computed from. The slower direction's rate
+/// limits a transfer either way; the RTT is the sum of both one-way delays.
+pub fn bdp(config: &LabConfig) -> (u64, u64, Duration) {
+    let up = &config.client_to_server;
+    let down = &config.server_to_client;
+    let rate = match (up.rate_bps, down.rate_bps) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(r), None) | (None, Some(r)) => r,
+        (None, None) => ASSUMED_RATE_BPS,
+    };
+    let rtt = up.delay + down.delay;
+    let bytes = (rate as f64 / 8.0 * rtt.as_secs_f64()).round() as u64;
+    (bytes, rate, rtt)
+}
+
+/// The largest window the link can usefully hold: one BDP on the wire plus
+/// a full bottleneck queue, in bytes.
+fn path_capacity(config: &LabConfig) -> u64 {
+    let (bdp, _, _) = bdp(config);
+    let queue = |l: &super::LinkConfig| {
+        if l.rate_bps.is_some() {
+            l.queue_packets as u64 * u64::from(config.mtu)
+        } else {
+            0
+        }
+    };
+    bdp + queue(&config.client_to_server).max(queue(&config.server_to_client))
+}
+
+/// The buffer maximum `Sized` asks for: room for a window of twice the
+/// path's capacity, and the receive window is about half the buffer, so
+/// four times the capacity (never less than 4 MiB, never above 1 GiB).
+pub fn sized_buffer(config: &LabConfig) -> u64 {
+    (4 * path_capacity(config)).clamp(4 << 20, MAX_BUFFER)
+}
+
+/// What one host's kernel holds, read back from `/proc/sys` inside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BufferLimits {
+    /// `net.ipv4.tcp_rmem`: min, default, max (bytes).
+    pub tcp_rmem: [u64; 3],
+    /// `net.ipv4.tcp_wmem`: min, default, max (bytes).
+    pub tcp_wmem: [u64; 3],
+    /// `net.core.rmem_max`: the largest SO_RCVBUF a program may set.
+    pub rmem_max: u64,
+    /// `net.core.wmem_max`: the largest SO_SNDBUF a program may set.
+    pub wmem_max: u64,
+    /// `net.core.rmem_default`: a UDP socket's receive buffer.
+    pub rmem_default: u64,
+    /// `net.core.wmem_default`: a UDP socket's send buffer.
+    pub wmem_default: u64,
+}
+
+/// The limits both hosts ended up with, and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HostBufferReport {
+    /// "sized", "kernel" or "fixed".
+    pub mode: &'static str,
+    /// The link's bandwidth-delay product in bytes (rate × RTT).
+    pub bdp_bytes: u64,
+    /// The rate the BDP was computed with (bit/s); assumed when the link has none.
+    pub bdp_rate_bps: u64,
+    pub rate_assumed: bool,
+    pub client: BufferLimits,
+    pub server: BufferLimits,
+}
+
+impl HostBufferReport {
+    /// The most a TCP receiver on the server host can advertise, roughly:
+    /// half its receive buffer's maximum.
+    pub fn server_window_bytes(&self) -> u64 {
+        self.server.tcp_rmem[2] / 2
+    }
+
+    /// One line for the link description.
+    pub fn describe(&self) -> String {
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+        let why = match self.mode {
+            "sized" => format!(
+                "sized to the link (BDP {}{})",
+                mb(self.bdp_bytes),
+                if self.rate_assumed {
+                    format!(" at an assumed {} Gbit/s", self.bdp_rate_bps as f64 / 1e9)
+                } else {
+                    String::new()
+                }
+            ),
+            "kernel" => format!("the kernel's defaults (BDP {})", mb(self.bdp_bytes)),
+            _ => format!("set by --host-buffers (BDP {})", mb(self.bdp_bytes)),
+        };
+        let s = &self.server;
+        let c = &self.client;
+        format!(
+            "host buffers: {why}; tcp_rmem max {} (server), tcp_wmem max {} (client); machine-wide rmem_max {}, wmem_max {}",
+            mb(s.tcp_rmem[2]),
+            mb(c.tcp_wmem[2]),
+            mb(s.rmem_max),
+            mb(c.wmem_max)
+        )
+    }
+}
+
+const TCP_RMEM: &str = "net/ipv4/tcp_rmem";
+const TCP_WMEM: &str = "net/ipv4/tcp_wmem";
+const RMEM_MAX: &str = "net/core/rmem_max";
+const WMEM_MAX: &str = "net/core/wmem_max";
+const RMEM_DEFAULT: &str = "net/core/rmem_default";
+const WMEM_DEFAULT: &str = "net/core/wmem_default";
+
+fn read_numbers(path: &str) -> io::Result<Vec<u64>> {
+    let text = std::fs::read_to_string(format!("/proc/sys/{path}"))?;
+    text.split_whitespace()
+        .map(|n| {
+            n.parse()
+                .map_err(|_| io::Error::other(format!("/proc/sys/{path}: unexpected {n:?}")))
+        })
+        .collect()
+}
+
+fn read_one(path: &str) -> io::Result<u64> {
+    read_numbers(path)?
+        .first()
+        .copied()
+        .ok_or_else(|| io::Error::other(format!("/proc/sys/{path} is empty")))
+}
+
+fn read_triple(path: &str) -> io::Result<[u64; 3]> {
+    match read_numbers(path)?[..] {
+        [a, b, c] => Ok([a, b, c]),
+        _ => Err(io::Error::other(format!(
+            "/proc/sys/{path}: expected three numbers"
+        ))),
+    }
+}
+
+/// Reads this thread's namespace's limits.
+pub fn read_limits() -> io::Result<BufferLimits> {
+    Ok(BufferLimits {
+        tcp_rmem: read_triple(TCP_RMEM)?,
+        tcp_wmem: read_triple(TCP_WMEM)?,
+        rmem_max: read_one(RMEM_MAX)?,
+        wmem_max: read_one(WMEM_MAX)?,
+        rmem_default: read_one(RMEM_DEFAULT)?,
+        wmem_default: read_one(WMEM_DEFAULT)?,
+    })
+}
+
+/// Sets this thread's namespace's TCP maxima to `max` bytes; `raise_only`
+/// keeps a kernel default that is already larger.
+///
+/// `net.core.*mem_*` cannot be set here: Linux keeps them for the whole
+/// machine (a namespace sees them read-only), and the lab never changes the
+/// machine's settings. A UDP (QUIC) socket that needs more than `rmem_max`
+/// asks with SO_RCVBUFFORCE / SO_SNDBUFFORCE instead, which the lab's
+/// CAP_NET_ADMIN allows (see [`force_socket_buffers`]).
+fn set_limits(max: u64, raise_only: bool) -> io::Result<()> {
+    for path in [TCP_RMEM, TCP_WMEM] {
+        let [min, default, old_max] = read_triple(path)?;
+        let max = if raise_only { old_max.max(max) } else { max };
+        let value = format!("{} {} {max}", min.min(max), default.min(max));
+        std::fs::write(format!("/proc/sys/{path}"), &value).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("writing {value:?} to /proc/sys/{path}: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Gives a socket (typically QUIC's UDP socket) `bytes` of receive and send
+/// buffer, beyond `net.core.rmem_max`/`wmem_max` if need be (the FORCE
+/// variants need CAP_NET_ADMIN, which the lab has). Returns what the kernel
+/// granted (it reports twice the request: half is bookkeeping).
+pub fn force_socket_buffers(fd: std::os::fd::RawFd, bytes: u64) -> io::Result<(u64, u64)> {
+    let value = bytes.min(i32::MAX as u64 / 2) as libc::c_int;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        // SAFETY: passes a pointer to a c_int that lives across the call.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let get = |opt| -> io::Result<u64> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len are valid for writing.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v.max(0) as u64)
+    };
+    Ok((get(libc::SO_RCVBUF)?, get(libc::SO_SNDBUF)?))
+}
+
+/// Applies `config.host_buffers` inside both namespaces and reads back
+/// what they hold.
+pub fn apply(config: &LabConfig, client: &NetNs, server: &NetNs) -> io::Result<HostBufferReport> {
+    let max = match config.host_buffers {
+        HostBuffers::Sized => Some((sized_buffer(config), true)),
+        HostBuffers::Fixed(bytes) => Some((bytes, false)),
+        HostBuffers::Kernel => None,
+    };
+    let on_host = |ns: &NetNs| -> io::Result<BufferLimits> {
+        ns.run(|| {
+            if let Some((max, raise_only)) = max {
+                set_limits(max, raise_only)?;
+            }
+            read_limits()
+        })?
+    };
+    let (bdp_bytes, bdp_rate_bps, _) = bdp(config);
+    Ok(HostBufferReport {
+        mode: match config.host_buffers {
+            HostBuffers::Sized => "sized",
+            HostBuffers::Kernel => "kernel",
+            HostBuffers::Fixed(_) => "fixed",
+        },
+        bdp_bytes,
+        bdp_rate_bps,
+        rate_assumed: config.client_to_server.rate_bps.is_none()
+            && config.server_to_client.rate_bps.is_none(),
+        client: on_host(client)?,
+        server: on_host(server)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::LinkConfig;
+
+    fn link(rtt_ms: u64, rate: Option<u64>, queue: usize) -> LabConfig {
+        LabConfig::symmetric(LinkConfig {
+            delay: Duration::from_millis(rtt_ms / 2),
+            rate_bps: rate,
+            queue_packets: queue,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn bdp_is_rate_times_rtt() {
+        // 1 Gbit/s × 100 ms = 12.5 MB on the wire.
+        let (bytes, rate, rtt) = bdp(&link(100, Some(1_000_000_000), 100));
+        assert_eq!(bytes, 12_500_000);
+        assert_eq!(rate, 1_000_000_000);
+        assert_eq!(rtt, Duration::from_millis(100));
+        // Without a rate, the forwarder's speed is assumed.
+        assert_eq!(bdp(&link(10, None, 100)).0, 1_250_000);
+    }
+
+    #[test]
+    fn sized_buffers_hold_four_times_the_path() {
+        // 200 Mbit/s × 100 ms = 2.5 MB, plus 100 packets of 1500 bytes.
+        let c = link(100, Some(200_000_000), 100);
+        assert_eq!(sized_buffer(&c), 4 * (2_500_000 + 150_000));
+        // A LAN never goes below 4 MiB; a huge path stops at 1 GiB.
+        assert_eq!(sized_buffer(&link(0, Some(1_000_000), 10)), 4 << 20);
+        assert_eq!(
+            sized_buffer(&link(10_000, Some(100_000_000_000), 10)),
+            1 << 30
+        );
+    }
+
+    #[test]
+    fn parses_the_option() {
+        assert_eq!(parse_host_buffers("sized"), Ok(HostBuffers::Sized));
+        assert_eq!(parse_host_buffers("kernel"), Ok(HostBuffers::Kernel));
+        assert_eq!(parse_host_buffers("64M"), Ok(HostBuffers::Fixed(64 << 20)));
+        assert!(parse_host_buffers("1").is_err());
+        assert!(parse_host_buffers("lots").is_err());
+    }
+}

@@ -1,0 +1,279 @@
+//! `proto transfer` (claim C9) and the lab's host buffers (issue 17): the
+//! sender's congestion window read from the kernel across an emulated
+//! bottleneck. Each test runs one short transfer; they take turns (a lock),
+//! because two bulk transfers at once would share the CPUs that carry both.
+
+mod common;
+
+use common::lab_or_skip;
+use serde_json::Value;
+use std::process::Command;
+use std::sync::Mutex;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `proto transfer tcp ARGS --json` and returns the report.
+fn transfer(args: &[&str]) -> Value {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(env!("CARGO_BIN_EXE_proto"))
+        .args(["transfer", "tcp", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "proto transfer {args:?} failed: {stderr}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A short summary for assertion messages (the full report has every sample).
+fn brief(r: &Value) -> String {
+    format!(
+        "cc {} goodput {} steady {} host drops {} slow start {} losses {} window {} notes {}",
+        r["run"]["cc"],
+        r["goodput_share"],
+        r["steady_share"],
+        r["run"]["host_drops"],
+        r["slow_start"],
+        r["losses"],
+        r["window"],
+        r["run"]["notes"]
+    )
+}
+
+/// The first fast-retransmit loss event's cwnd after ÷ before must be in `range`.
+fn assert_cut(r: &Value, range: std::ops::RangeInclusive<f64>, who: &str) {
+    let loss = r["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "fast retransmit")
+        .unwrap_or_else(|| panic!("no fast-retransmit loss event: {}", brief(r)));
+    let ratio = loss["ratio"].as_f64().unwrap();
+    assert!(
+        range.contains(&ratio),
+        "{who}'s cwnd after the loss ÷ before: {ratio} ({loss})"
+    );
+}
+
+// 100 ms RTT, 50 Mbit/s, a one-BDP queue; data packet 400 is dropped, in
+// the sixth flight of slow start (10+20+40+80+160 = 310 before it).
+const CLASSIC: [&str; 8] = [
+    "--rtt",
+    "100ms",
+    "--rate",
+    "50mbit",
+    "--queue-bdp",
+    "1",
+    "--drop-nth",
+    "400",
+];
+
+#[test]
+fn reno_doubles_per_rtt_in_slow_start_and_halves_after_a_loss() {
+    if !lab_or_skip("reno_doubles_per_rtt_in_slow_start_and_halves_after_a_loss") {
+        return;
+    }
+    let r = transfer(&[&CLASSIC[..], &["--cc", "reno", "--size", "3M"]].concat());
+    assert_eq!(r["run"]["cc"], "reno");
+    let growth: Vec<f64> = r["slow_start"]["growth_per_rtt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_f64().unwrap())
+        .collect();
+    assert!(growth.len() >= 4, "{}", brief(&r));
+    let over_four = growth[..4].iter().product::<f64>().powf(0.25);
+    assert!(
+        (1.7..=2.3).contains(&over_four),
+        "cwnd growth per RTT over the first four RTTs: ×{over_four:.2} ({growth:?})"
+    );
+    assert_cut(&r, 0.4..=0.6, "Reno");
+    assert_eq!(
+        r["run"]["link"]["client_to_server"]["dropped_forced"], 1,
+        "exactly the one forced drop"
+    );
+}
+
+#[test]
+fn cubic_cuts_cwnd_to_seven_tenths_after_a_loss() {
+    if !lab_or_skip("cubic_cuts_cwnd_to_seven_tenths_after_a_loss") {
+        return;
+    }
+    let r = transfer(&[&CLASSIC[..], &["--cc", "cubic", "--size", "3M"]].concat());
+    assert_eq!(r["run"]["cc"], "cubic");
+    assert_cut(&r, 0.6..=0.8, "CUBIC");
+}
+
+#[test]
+fn steady_goodput_is_close_to_the_link_rate() {
+    if !lab_or_skip("steady_goodput_is_close_to_the_link_rate") {
+        return;
+    }
+    let r = transfer(&[
+        "--rtt",
+        "100ms",
+        "--rate",
+        "50mbit",
+        "--queue-bdp",
+        "1",
+        "--cc",
+        "reno",
+        "--duration",
+        "5s",
+    ]);
+    let steady = r["steady_share"].as_f64().unwrap_or(0.0);
+    assert!(steady >= 0.85, "steady goodput {steady}: {}", brief(&r));
+    // A one-BDP queue that a loss-based sender fills: up to 100 ms of queueing.
+    assert!(
+        r["queue_delay_ms"]["p99"].as_f64().unwrap() > 50.0,
+        "{}",
+        r["queue_delay_ms"]
+    );
+}
+
+#[test]
+fn sized_host_buffers_fill_a_long_fat_link_and_kernel_defaults_do_not() {
+    if !lab_or_skip("sized_host_buffers_fill_a_long_fat_link_and_kernel_defaults_do_not") {
+        return;
+    }
+    // 200 ms × 200 Mbit/s: a BDP of 5 MB, above the kernel's default send
+    // buffer maximum (tcp_wmem 4 MB). (At 100 ms the 2.5 MB BDP fits in it
+    // on current kernels, so the defaults do not limit there.)
+    let run = |buffers: &str| {
+        transfer(&[
+            "--rtt",
+            "200ms",
+            "--rate",
+            "200mbit",
+            "--queue-bdp",
+            "1",
+            "--cc",
+            "reno",
+            "--duration",
+            "5s",
+            "--host-buffers",
+            buffers,
+        ])
+    };
+    let steady = |r: &Value| r["steady_share"].as_f64().unwrap_or(0.0);
+    // A busy machine can only lower goodput, never raise it: when the
+    // forwarder falls behind, the client's TUN queue overflows and the host
+    // (not the emulated link) loses packets, which proto counts. So the
+    // "reaches 90 %" check gets up to three attempts, and is only waived
+    // when every attempt saw such host losses (said loudly).
+    let host_drops = |r: &Value| r["run"]["host_drops"].as_u64().unwrap_or(0);
+    let mut sized = run("sized");
+    for _ in 0..2 {
+        if steady(&sized) >= 0.9 {
+            break;
+        }
+        eprintln!("sized buffers, another attempt after: {}", brief(&sized));
+        sized = run("sized");
+    }
+    if steady(&sized) < 0.9 && host_drops(&sized) > 0 {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOT CHECKED (machine too busy): sized buffers reached only {:.2} of the rate, with {} packets \
+             lost by the client host before the link in every attempt",
+            steady(&sized),
+            host_drops(&sized)
+        );
+    } else {
+        assert!(steady(&sized) >= 0.9, "sized buffers: {}", brief(&sized));
+    }
+    let kernel = run("kernel");
+    // With the defaults the window may never leave slow start (no loss):
+    // then the whole transfer is the steady state.
+    let kernel_share = kernel["steady_share"]
+        .as_f64()
+        .or(kernel["goodput_share"].as_f64())
+        .unwrap_or(0.0);
+    assert!(
+        kernel_share < steady(&sized) - 0.1,
+        "kernel defaults should carry measurably less: sized {} vs kernel {}",
+        steady(&sized),
+        brief(&kernel)
+    );
+    assert_eq!(sized["host_buffers"]["mode"], "sized");
+    assert_eq!(kernel["host_buffers"]["mode"], "kernel");
+    // BDP 5 MB; room for a window of twice (BDP + queue) in the send buffer.
+    assert_eq!(sized["host_buffers"]["bdp_bytes"], 5_000_000);
+    assert!(
+        sized["host_buffers"]["client"]["tcp_wmem"][2]
+            .as_u64()
+            .unwrap()
+            >= 20_000_000
+    );
+    assert_eq!(sized["window"]["limited"], false, "{}", brief(&sized));
+    assert_eq!(kernel["window"]["limited"], true, "{}", brief(&kernel));
+}
+
+#[test]
+fn printed_buffer_sizes_are_what_the_namespaces_hold() {
+    if !lab_or_skip("printed_buffer_sizes_are_what_the_namespaces_hold") {
+        return;
+    }
+    use proto::lab::{Lab, LabConfig, LinkConfig};
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start(LabConfig::symmetric(LinkConfig {
+        delay: std::time::Duration::from_millis(150),
+        rate_bps: Some(1_000_000_000),
+        ..Default::default()
+    }))
+    .unwrap();
+    let read = |path: &str| -> Vec<u64> {
+        std::fs::read_to_string(format!("/proc/sys/net/{path}"))
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    let report = lab.host_buffers().clone();
+    for (host, held) in [
+        (
+            "client",
+            lab.in_client(|| {
+                (
+                    read("ipv4/tcp_rmem"),
+                    read("ipv4/tcp_wmem"),
+                    read("core/rmem_max"),
+                )
+            }),
+        ),
+        (
+            "server",
+            lab.in_server(|| {
+                (
+                    read("ipv4/tcp_rmem"),
+                    read("ipv4/tcp_wmem"),
+                    read("core/rmem_max"),
+                )
+            }),
+        ),
+    ] {
+        let printed = if host == "client" {
+            &report.client
+        } else {
+            &report.server
+        };
+        assert_eq!(printed.tcp_rmem.to_vec(), held.0, "{host} tcp_rmem");
+        assert_eq!(printed.tcp_wmem.to_vec(), held.1, "{host} tcp_wmem");
+        assert_eq!(vec![printed.rmem_max], held.2, "{host} rmem_max");
+        // 1 Gbit/s × 300 ms = 37.5 MB; the maxima leave room for twice that.
+        assert!(printed.tcp_rmem[2] >= 2 * 37_500_000, "{host}: {printed:?}");
+        assert!(printed.tcp_wmem[2] >= 2 * 37_500_000, "{host}: {printed:?}");
+    }
+    // The root namespace is untouched.
+    assert_ne!(read("ipv4/tcp_wmem"), report.client.tcp_wmem.to_vec());
+    assert!(
+        report
+            .describe()
+            .contains("sized to the link (BDP 37.5 MB)"),
+        "{}",
+        report.describe()
+    );
+}
