@@ -83,7 +83,7 @@ pub enum Command {
     /// start doubling per round trip, the cut after each loss (Reno ½,
     /// CUBIC 0.7), the queue filling (bufferbloat), and a window-limited
     /// transfer when socket buffers are smaller than the bandwidth-delay
-    /// product. Needs root (the lab).
+    /// product. Runs in the lab (rootless when possible).
     Transfer(crate::cmd::transfer::TransferArgs),
 }
 
@@ -95,7 +95,7 @@ impl Command {
     pub fn may_build_lab(&self) -> bool {
         match self {
             Command::Compare(args) => args.to.is_none() && !args.loopback,
-            Command::Lab(_) | Command::Hol(_) => true,
+            Command::Lab(_) | Command::Hol(_) | Command::Transfer(_) => true,
             Command::Bench(args) => args.link.asks_for_link(),
             Command::Serve(_) | Command::Client(_) | Command::Codec(_) | Command::Endian(_) => {
                 false

@@ -135,6 +135,9 @@ pub struct HostBufferReport {
     pub rate_assumed: bool,
     pub client: BufferLimits,
     pub server: BufferLimits,
+    /// Why the sized limits could not be set, if they could not (the lab
+    /// then runs with what the kernel holds, printed above).
+    pub note: Option<String>,
 }
 
 impl HostBufferReport {
@@ -163,11 +166,12 @@ impl HostBufferReport {
         let s = &self.server;
         let c = &self.client;
         format!(
-            "host buffers: {why}; tcp_rmem max {} (server), tcp_wmem max {} (client); machine-wide rmem_max {}, wmem_max {}",
+            "host buffers: {why}; tcp_rmem max {} (server), tcp_wmem max {} (client); machine-wide rmem_max {}, wmem_max {}{}",
             mb(s.tcp_rmem[2]),
             mb(c.tcp_wmem[2]),
             mb(s.rmem_max),
-            mb(c.wmem_max)
+            mb(c.wmem_max),
+            self.note.as_ref().map_or(String::new(), |n| format!(" ({n})"))
         )
     }
 }
@@ -290,10 +294,21 @@ pub fn apply(config: &LabConfig, client: &NetNs, server: &NetNs) -> io::Result<H
         HostBuffers::Fixed(bytes) => Some((bytes, false)),
         HostBuffers::Kernel => None,
     };
+    // Sizing is best effort when automatic (the lab still works without
+    // it, and says so); an explicit size that cannot be set is an error.
+    let note = std::sync::Mutex::new(None);
     let on_host = |ns: &NetNs| -> io::Result<BufferLimits> {
         ns.run(|| {
             if let Some((max, raise_only)) = max {
-                set_limits(max, raise_only)?;
+                match set_limits(max, raise_only) {
+                    Ok(()) => {}
+                    Err(e) if config.host_buffers == HostBuffers::Sized => {
+                        if let Ok(mut n) = note.lock() {
+                            *n = Some(format!("could not size them: {e}"));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             read_limits()
         })?
@@ -311,6 +326,7 @@ pub fn apply(config: &LabConfig, client: &NetNs, server: &NetNs) -> io::Result<H
             && config.server_to_client.rate_bps.is_none(),
         client: on_host(client)?,
         server: on_host(server)?,
+        note: note.into_inner().unwrap_or_default(),
     })
 }
 

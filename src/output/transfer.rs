@@ -125,7 +125,9 @@ pub fn summary_table(r: &TransferReport) -> String {
             }
         ),
     );
-    row("window limit", window_line(&r.window));
+    for (k, v) in window_rows(&r.window) {
+        row(k, v);
+    }
     if let Some(z) = &r.zero_window {
         row(
             "zero window",
@@ -150,19 +152,35 @@ fn mss(r: &TransferReport) -> u64 {
     r.run.samples.last().map_or(1448, |s| u64::from(s.mss))
 }
 
-fn window_line(w: &WindowLimit) -> String {
-    format!(
-        "{}: most in flight {} vs BDP {} (flight ÷ RTT = {}); link idle while cwnd had room {}; \
-         kernel's counters: receiver's window {}, send buffer {} of the time; largest advertised window {}",
-        if w.limited { "window-limited" } else { "not window-limited" },
-        mb(w.largest_flight_bytes),
-        mb(w.bdp_bytes),
-        mbit(w.flight_rate_bps as f64),
-        pct(w.window_bound_share),
-        pct(w.receiver_window_share),
-        pct(w.send_buffer_share),
-        w.largest_peer_window.map_or("not reported".into(), mb),
-    )
+fn window_rows(w: &WindowLimit) -> [(&'static str, String); 3] {
+    [
+        (
+            "window limit",
+            format!(
+                "{} (link idle while cwnd had room: {} of the time)",
+                if w.limited { "WINDOW-LIMITED" } else { "none" },
+                pct(w.window_bound_share)
+            ),
+        ),
+        (
+            "most data in flight",
+            format!(
+                "{} vs BDP {} (÷ RTT = {})",
+                mb(w.largest_flight_bytes),
+                mb(w.bdp_bytes),
+                mbit(w.flight_rate_bps as f64)
+            ),
+        ),
+        (
+            "kernel's limit counters",
+            format!(
+                "receiver's window {}, send buffer {} of the time; largest advertised window {}",
+                pct(w.receiver_window_share),
+                pct(w.send_buffer_share),
+                w.largest_peer_window.map_or("not reported".into(), mb)
+            ),
+        ),
+    ]
 }
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
