@@ -289,6 +289,69 @@ fn lab_command_as_an_ordinary_user_runs_and_leaves_nothing_behind() {
     );
 }
 
+/// `kill -9` of a rootless lab: the kernel ends COMMAND's PID namespace,
+/// and with it the lab's network namespaces and proto's user namespace.
+#[test]
+fn sigkill_of_a_rootless_lab_leaves_no_process_and_no_namespace() {
+    let Some(user) = Nobody::setup("sigkill_of_a_rootless_lab_leaves_no_process_and_no_namespace")
+    else {
+        return;
+    };
+    let _tun = TunMode::set(0o666);
+    let before = namespaces();
+    let marker = "1000.613";
+    let ns_file = user.home.join("ns");
+    let mut child = user
+        .proto(&["lab", "--rtt", "10ms", "--", "sh", "-c"])
+        .arg(format!(
+            "readlink /proc/self/ns/net /proc/self/ns/user > {ns}; \
+             sleep {marker} & setsid sleep {marker} & echo ready; sleep {marker}",
+            ns = ns_file.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let sleeping = eventually(Duration::from_secs(5), || {
+        processes_with(marker)
+            .iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c == "sleep\n")
+            })
+            .count()
+            == 3
+    });
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(sleeping, "three sleeps were running");
+    let lab_namespaces: HashSet<String> = std::fs::read_to_string(&ns_file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lab_namespaces.len(), 2, "{lab_namespaces:?}");
+    assert!(lab_namespaces.is_disjoint(&before), "fresh namespaces");
+    assert!(
+        eventually(Duration::from_secs(5), || processes_with(marker).is_empty()),
+        "processes survived: {:?}",
+        processes_with(marker)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || namespaces()
+            .is_disjoint(&lab_namespaces)),
+        "namespaces left behind: {lab_namespaces:?}"
+    );
+}
+
 #[test]
 fn without_access_to_dev_net_tun_the_error_names_the_device_and_the_fix() {
     let Some(user) =
