@@ -178,6 +178,8 @@ fn to_measures_a_server_started_separately() {
             &plain.to_string(),
             "--secure-port",
             &secure.to_string(),
+            "--sctp-port",
+            "0",
             "--cert-dir",
             certs_arg,
             "-q",

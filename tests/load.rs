@@ -231,6 +231,8 @@ fn tls_and_quic_load_with_several_streams() {
             "0",
             "--secure-port",
             "0",
+            "--sctp-port",
+            "0",
             "-q",
             "--cert-dir",
             &certs,

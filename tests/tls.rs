@@ -514,6 +514,8 @@ fn serve_all_answers_tls_quic_and_quic_0rtt_clients() {
             "0",
             "--secure-port",
             "0",
+            "--sctp-port",
+            "0",
             "--cert-dir",
         ])
         .arg(&dir)

@@ -1,7 +1,7 @@
 //! Interactive mode: what you type goes to the server, what comes back is
 //! printed, like `nc`. End with Ctrl-D (end of input).
 
-use super::{DatagramClient, StreamClient};
+use super::{MessageClient, StreamClient};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -61,7 +61,7 @@ pub async fn framed<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// UDP: each input line is sent as one datagram (without its newline); a
 /// lost reply is reported and the session goes on, as UDP itself does.
-pub async fn datagrams(client: &mut DatagramClient, framed: bool) -> anyhow::Result<()> {
+pub async fn datagrams(client: &mut impl MessageClient, framed: bool) -> anyhow::Result<()> {
     let mut input = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = input.next_line().await? {
         if framed {

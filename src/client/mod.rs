@@ -2,6 +2,7 @@
 //!
 //! * [`StreamClient`]: any byte stream (TCP, TLS, QUIC), text lines or frames.
 //! * [`DatagramClient`]: UDP, one datagram per message.
+//! * [`SctpClient`]: SCTP, one user message per message, over N streams.
 //! * [`interactive`]: stdin → server → stdout, like `nc`.
 
 pub mod interactive;
@@ -155,10 +156,102 @@ pub fn check_reply(request: &Frame, reply: Frame) -> anyhow::Result<Frame> {
     }
 }
 
+/// A client whose every message is one unit on the wire (a UDP datagram,
+/// an SCTP user message): no newline needed, boundaries kept.
+pub trait MessageClient {
+    /// Sends one message and returns the one that comes back.
+    fn exchange(
+        &mut self,
+        message: &[u8],
+    ) -> impl std::future::Future<Output = anyhow::Result<Vec<u8>>>;
+    /// Sends one request frame and returns its checked response frame.
+    fn exchange_frame(
+        &mut self,
+        payload: &[u8],
+    ) -> impl std::future::Future<Output = anyhow::Result<Frame>>;
+}
+
+/// A request frame with the next id and the current time; checks the reply.
+struct FrameIds(u32);
+
+impl FrameIds {
+    fn next(&mut self, payload: &[u8]) -> Frame {
+        let request = Frame::request(self.0, monotonic_nanos(), payload.to_vec());
+        self.0 = self.0.wrapping_add(1);
+        request
+    }
+}
+
+fn check_datagram_reply(request: &Frame, reply: &[u8]) -> anyhow::Result<Frame> {
+    let reply = crate::wire::frame::decode_datagram(reply)
+        .map_err(|e| anyhow::anyhow!("the server sent a malformed frame: {e}"))?;
+    check_reply(request, reply)
+}
+
+/// SCTP: each message is one SCTP user message; messages go round-robin
+/// over the association's streams, each reply is read from its stream.
+pub struct SctpClient {
+    association: crate::transport::sctp::ConnectedSctp,
+    streams: Vec<crate::transport::sctp::SctpStream>,
+    next_stream: usize,
+    ids: FrameIds,
+    timeout: Duration,
+    /// The stream the last exchange used.
+    pub last_stream: u16,
+}
+
+impl SctpClient {
+    /// Uses streams `0..streams` of `association`, ordered or unordered.
+    pub fn new(
+        association: crate::transport::sctp::ConnectedSctp,
+        streams: u16,
+        unordered: bool,
+        timeout: Duration,
+    ) -> SctpClient {
+        let streams = (0..streams.max(1))
+            .map(|id| association.stream(id, unordered))
+            .collect();
+        SctpClient {
+            association,
+            streams,
+            next_stream: 0,
+            ids: FrameIds(1),
+            timeout,
+            last_stream: 0,
+        }
+    }
+
+    pub fn association(&self) -> &crate::transport::sctp::ConnectedSctp {
+        &self.association
+    }
+
+    /// Closes the association gracefully (SHUTDOWN), waiting at most `limit`.
+    pub async fn close(self, limit: Duration) {
+        drop(self.streams);
+        self.association.close(limit).await;
+    }
+}
+
+impl MessageClient for SctpClient {
+    async fn exchange(&mut self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let i = self.next_stream % self.streams.len();
+        self.next_stream = self.next_stream.wrapping_add(1);
+        let stream = &mut self.streams[i];
+        self.last_stream = stream.id;
+        Ok(stream.exchange(message, self.timeout).await?.to_vec())
+    }
+
+    async fn exchange_frame(&mut self, payload: &[u8]) -> anyhow::Result<Frame> {
+        let request = self.ids.next(payload);
+        let reply = self.exchange(&request.to_bytes()?).await?;
+        check_datagram_reply(&request, &reply)
+    }
+}
+
 /// A request/response client over a connected UDP socket.
 pub struct DatagramClient {
     socket: tokio::net::UdpSocket,
-    next_id: u32,
+    ids: FrameIds,
     timeout: Duration,
     buf: Vec<u8>,
 }
@@ -167,7 +260,7 @@ impl DatagramClient {
     pub fn new(socket: tokio::net::UdpSocket, timeout: Duration) -> Self {
         DatagramClient {
             socket,
-            next_id: 1,
+            ids: FrameIds(1),
             timeout,
             buf: vec![0u8; crate::server::udp::MAX_DATAGRAM + 1],
         }
@@ -184,12 +277,9 @@ impl DatagramClient {
     }
 
     pub async fn exchange_frame(&mut self, payload: &[u8]) -> anyhow::Result<Frame> {
-        let request = Frame::request(self.next_id, monotonic_nanos(), payload.to_vec());
-        self.next_id = self.next_id.wrapping_add(1);
+        let request = self.ids.next(payload);
         let reply = self.exchange(&request.to_bytes()?).await?;
-        let reply = crate::wire::frame::decode_datagram(&reply)
-            .map_err(|e| anyhow::anyhow!("the server sent a malformed frame: {e}"))?;
-        check_reply(&request, reply)
+        check_datagram_reply(&request, &reply)
     }
 
     async fn receive(&mut self) -> anyhow::Result<Vec<u8>> {
@@ -225,5 +315,14 @@ impl DatagramClient {
 
     pub fn socket(&self) -> &tokio::net::UdpSocket {
         &self.socket
+    }
+}
+
+impl MessageClient for DatagramClient {
+    async fn exchange(&mut self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
+        DatagramClient::exchange(self, message).await
+    }
+    async fn exchange_frame(&mut self, payload: &[u8]) -> anyhow::Result<Frame> {
+        DatagramClient::exchange_frame(self, payload).await
     }
 }

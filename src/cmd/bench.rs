@@ -99,7 +99,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         // In-process servers on loopback, each on a free port.
         let config = ServerConfig::quiet_default()?;
-        let listeners = Listeners::bind_all(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)?;
+        let listeners = Listeners::bind_all(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0, 0)?;
         let addresses = listeners.addresses();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(server::run(listeners, config, shutdown.clone()));

@@ -1,7 +1,7 @@
 //! `proto client`: connect to an echo server and talk to it.
 
 use crate::cli::parse_duration;
-use crate::client::{interactive, DatagramClient, StreamClient};
+use crate::client::{interactive, DatagramClient, MessageClient, SctpClient, StreamClient};
 use crate::echo::uppercase;
 use crate::transport::quic::ClientQuicOptions;
 use crate::transport::tls::{ClientTlsOptions, TlsVersion, Trust};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  proto client tcp                      type lines, see them uppercased (Ctrl-D ends)\n  proto client tcp -m hello -m world    send two lines, check both replies\n  proto client udp 127.0.0.1:8081 -m hi one datagram each way\n  proto client tcp --framed -m hello    the same over the binary frame format\n  proto client tls -m hello             TLS, verified against proto's local CA\n  proto client quic -m a -m b           QUIC; see what was negotiated on stderr\n  proto client quic --0rtt -m hello     fetch a ticket, then send hello in 0-RTT\n  proto client tls --json -m hi         timings and negotiated parameters as JSON\n\nVerification: tls and quic check the server's certificate against proto's local\nCA (created by 'proto serve tls|quic', see its output) and the host name; --ca\ntrusts another CA, --server-name checks another name, --insecure checks nothing\n(and says so). 0-RTT early data can be replayed by anyone who recorded it: fine\nfor an idempotent echo, never for requests that change something."
+    after_help = "Examples:\n  proto client tcp                      type lines, see them uppercased (Ctrl-D ends)\n  proto client tcp -m hello -m world    send two lines, check both replies\n  proto client udp 127.0.0.1:8081 -m hi one datagram each way\n  proto client tcp --framed -m hello    the same over the binary frame format\n  proto client tls -m hello             TLS, verified against proto's local CA\n  proto client quic -m a -m b           QUIC; see what was negotiated on stderr\n  proto client quic --0rtt -m hello     fetch a ticket, then send hello in 0-RTT\n  proto client tls --json -m hi         timings and negotiated parameters as JSON\n  proto client sctp -m a -m b --streams 2   SCTP over UDP 9899: one message each, on streams 0 and 1\n\nVerification: tls and quic check the server's certificate against proto's local\nCA (created by 'proto serve tls|quic', see its output) and the host name; --ca\ntrusts another CA, --server-name checks another name, --insecure checks nothing\n(and says so). 0-RTT early data can be replayed by anyone who recorded it: fine\nfor an idempotent echo, never for requests that change something."
 )]
 pub struct ClientArgs {
     /// Which protocol to speak.
@@ -64,6 +64,10 @@ pub struct ClientArgs {
     /// of on a stream.
     #[arg(long)]
     pub datagram: bool,
+    /// sctp: send messages unordered (the U flag): each is delivered as soon
+    /// as it is complete, never held back behind an earlier lost one.
+    #[arg(long)]
+    pub unordered: bool,
     #[command(flatten)]
     pub load: crate::cmd::load::LoadArgs,
 }
@@ -76,6 +80,9 @@ struct Exchange {
     ok: bool,
     rtt_us: Option<f64>,
     error: Option<String>,
+    /// sctp: the stream the message went on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<u16>,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,6 +95,9 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     ticket_connection: Option<ConnectInfo>,
     exchanges: Vec<Exchange>,
+    /// sctp: tags, streams, cookie size and the peer's addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sctp: Option<transport::sctp::SctpHandshake>,
     ok: bool,
 }
 
@@ -97,6 +107,8 @@ enum Echo {
     Datagram(DatagramClient),
     /// QUIC DATAGRAM frames on an established connection.
     QuicDatagram(Box<transport::quic::QuicStream>, Duration),
+    /// SCTP user messages over the streams of one association.
+    Sctp(Box<SctpClient>),
 }
 
 impl Echo {
@@ -106,6 +118,8 @@ impl Echo {
             (Echo::Stream(c), true) => Ok(c.exchange_frame(message).await?.payload.to_vec()),
             (Echo::Datagram(c), false) => c.exchange(message).await,
             (Echo::Datagram(c), true) => Ok(c.exchange_frame(message).await?.payload.to_vec()),
+            (Echo::Sctp(c), false) => c.exchange(message).await,
+            (Echo::Sctp(c), true) => Ok(c.exchange_frame(message).await?.payload.to_vec()),
             (Echo::QuicDatagram(q, limit), _) => {
                 transport::quic::exchange_datagram(&q.connection, message, *limit).await
             }
@@ -129,7 +143,30 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     };
     let mut ticket_connection = None;
     let mut quic_endpoint = None;
+    let mut sctp_handshake = None;
     let mut echo = match args.transport {
+        Transport::Sctp => {
+            let opts = transport::sctp::SctpOptions::default();
+            let (association, connected) =
+                transport::sctp::connect(&target, &opts, args.timeout).await?;
+            info = connected;
+            sctp_handshake = Some(association.handshake.clone());
+            let streams = u16::try_from(args.load.streams)
+                .ok()
+                .filter(|s| (1..=transport::sctp::MAX_STREAMS).contains(s))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--streams must be 1 to {} for sctp",
+                        transport::sctp::MAX_STREAMS
+                    )
+                })?;
+            Echo::Sctp(Box::new(SctpClient::new(
+                association,
+                streams,
+                args.unordered,
+                args.timeout,
+            )))
+        }
         Transport::Tcp => {
             let (tcp, took) =
                 transport::tcp::connect(&target, args.timeout, args.transport).await?;
@@ -210,6 +247,10 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         let sent_at = Instant::now();
         let result = echo.exchange(message.as_bytes(), args.framed).await;
         let rtt = sent_at.elapsed();
+        let stream = match &echo {
+            Echo::Sctp(c) => Some(c.last_stream),
+            _ => None,
+        };
         if info.first_reply_us.is_none() && result.is_ok() {
             info.first_reply_us = Some(started.elapsed().as_secs_f64() * 1e6);
         }
@@ -221,6 +262,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 reply: Some(String::from_utf8_lossy(&reply).into_owned()),
                 rtt_us: Some(rtt.as_secs_f64() * 1e6),
                 error: None,
+                stream,
             },
             Err(e) => Exchange {
                 sent: message.clone(),
@@ -228,6 +270,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
                 ok: false,
                 rtt_us: None,
                 error: Some(format!("{e:#}")),
+                stream,
             },
         };
         let failed_hard = exchange.error.is_some() && !matches!(echo, Echo::Datagram(_));
@@ -243,7 +286,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     match &echo {
         Echo::Stream(client) => client.get_ref().negotiated(&mut info),
         Echo::QuicDatagram(q, _) => q.negotiated(&mut info),
-        Echo::Datagram(_) => {}
+        Echo::Datagram(_) | Echo::Sctp(_) => {}
     }
     match echo {
         Echo::Stream(client) if args.transport == Transport::Quic => {
@@ -255,6 +298,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             client.finish().await;
         }
         Echo::QuicDatagram(q, _) => q.close(),
+        Echo::Sctp(c) => c.close(args.timeout).await,
         Echo::Datagram(_) => {}
     }
     if let Some(endpoint) = quic_endpoint {
@@ -263,6 +307,9 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.json && args.transport.is_encrypted() {
         print_negotiated(&info);
+    }
+    if let (false, Some(h)) = (args.json, &sctp_handshake) {
+        print_sctp(h, &info);
     }
     let ok = exchanges.len() == args.messages.len() && exchanges.iter().all(|e| e.ok);
     if args.json {
@@ -273,6 +320,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             connection: info,
             ticket_connection,
             exchanges,
+            sctp: sctp_handshake,
             ok,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -309,6 +357,11 @@ async fn interactive_session(echo: Echo, args: &ClientArgs) -> anyhow::Result<Ex
         }
         Echo::Stream(mut client) => interactive::framed(&mut client).await?,
         Echo::Datagram(mut client) => interactive::datagrams(&mut client, args.framed).await?,
+        Echo::Sctp(mut client) => {
+            let result = interactive::datagrams(client.as_mut(), args.framed).await;
+            client.close(args.timeout).await;
+            result?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -325,6 +378,9 @@ fn check_options(args: &ClientArgs) -> anyhow::Result<()> {
     {
         bail!("--ca, --insecure, --server-name, --tls-version, --resume and --0rtt apply to tls and quic only");
     }
+    if args.unordered && args.transport != Transport::Sctp {
+        bail!("--unordered applies to sctp only (QUIC streams and TCP are always ordered; UDP has no order at all)");
+    }
     if args.datagram && args.transport != Transport::Quic {
         bail!("--datagram applies to quic only (for UDP datagrams use 'proto client udp')");
     }
@@ -340,6 +396,32 @@ fn check_options(args: &ClientArgs) -> anyhow::Result<()> {
 /// The trust decision for tls/quic, with the loud warning for --insecure.
 fn trust(args: &ClientArgs) -> anyhow::Result<Trust> {
     super::trust_from_args(args.ca.as_deref(), args.insecure)
+}
+
+/// SCTP's handshake in one look, on stderr.
+fn print_sctp(h: &transport::sctp::SctpHandshake, info: &ConnectInfo) {
+    eprintln!(
+        "proto: sctp association: tags 0x{:08x} (ours) / 0x{:08x} (server's), {} streams each way, State Cookie {} bytes, COOKIE-ECHO bundled with the first message",
+        h.local_tag, h.peer_tag, h.outbound_streams.min(h.inbound_streams), h.cookie_bytes
+    );
+    let first = info
+        .first_reply_us
+        .map(|us| format!(", first reply {:.2} ms", us / 1e3))
+        .unwrap_or_default();
+    eprintln!(
+        "proto: timing: INIT → INIT-ACK {:.2} ms ({} INIT{}){first}",
+        h.init_to_init_ack_us / 1e3,
+        h.init_attempts,
+        if h.init_attempts == 1 { "" } else { "s" }
+    );
+    if h.peer_addresses.len() > 1 {
+        let list: Vec<String> = h.peer_addresses.iter().map(|a| a.to_string()).collect();
+        eprintln!(
+            "proto: the server listed {} addresses ({}) for multi-homing; proto's SCTP stack (sctp-proto) uses one path only",
+            list.len(),
+            list.join(", ")
+        );
+    }
 }
 
 /// The short "what was negotiated" report on stderr.

@@ -138,7 +138,7 @@ async fn remote_endpoints(host: &str, args: &CompareArgs) -> anyhow::Result<Endp
 async fn loopback(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport> {
     // The server's certificate first: the clients trust its CA.
     let config = ServerConfig::quiet_default()?;
-    let listeners = Listeners::bind_all(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)?;
+    let listeners = Listeners::bind_all(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0, 0)?;
     let endpoints = endpoints_from(&listeners.addresses(), "localhost")?;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(server::run(listeners, config, shutdown.clone()));

@@ -273,7 +273,14 @@ async fn start_default_server(
     // 10.77.0.2 can verify it without --server-name.
     let config = ServerConfig::quiet_with_certs(&CertDir::default_dir()?, &[ip.to_string()])?;
     let listeners = lab
-        .in_server(|| Listeners::bind_all(ip, server::PLAIN_PORT, server::SECURE_PORT))
+        .in_server(|| {
+            Listeners::bind_all(
+                ip,
+                server::PLAIN_PORT,
+                server::SECURE_PORT,
+                crate::wire::sctp::UDP_ENCAPS_PORT,
+            )
+        })
         .context("binding the echo servers on the server host")?;
     let task = tokio::spawn(async move {
         if let Err(e) = server::run(listeners, config, shutdown).await {

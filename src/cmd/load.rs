@@ -33,7 +33,8 @@ pub struct LoadArgs {
     /// Connections (UDP: sockets), each with one request in flight.
     #[arg(short = 'c', long, default_value_t = 1, value_name = "C")]
     pub connections: usize,
-    /// QUIC only: streams per connection, each with one request in flight.
+    /// QUIC and SCTP: streams per connection (association), each with one
+    /// request in flight. With -m (sctp): messages go round-robin over them.
     #[arg(long, default_value_t = 1, value_name = "S")]
     pub streams: usize,
     /// Payload bytes per message (text: letters before the newline).
@@ -99,9 +100,9 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     )?;
     let config = load.config(args.transport, args.framed, args.timeout);
     config.validate().map_err(anyhow::Error::msg)?;
-    if load.streams != 1 && args.transport != Transport::Quic {
+    if load.streams != 1 && !matches!(args.transport, Transport::Quic | Transport::Sctp) {
         bail!(
-            "--streams is for QUIC (streams inside one connection); use --connections for {}",
+            "--streams is for QUIC and SCTP (streams inside one connection); use --connections for {}",
             args.transport.name()
         );
     }
@@ -328,6 +329,34 @@ pub async fn run_load(
                             Box::new(stream)
                         }
                     };
+                    anyhow::Ok(stream)
+                }
+            };
+            crate::measure::load::run_streams(config, connect, progress).await
+        }
+        // SCTP: like QUIC, `--streams S` streams of one association; every
+        // message is one SCTP user message.
+        Transport::Sctp => {
+            let opts = crate::transport::sctp::SctpOptions::default();
+            let current: std::sync::Mutex<Option<crate::transport::sctp::ConnectedSctp>> =
+                Default::default();
+            let connect = |i: usize| {
+                let opts = opts.clone();
+                let current = &current;
+                async move {
+                    if i.is_multiple_of(streams_per_connection) {
+                        let (association, _) =
+                            crate::transport::sctp::connect(target, &opts, connect_timeout).await?;
+                        if let Ok(mut c) = current.lock() {
+                            *c = Some(association);
+                        }
+                    }
+                    let id = (i % streams_per_connection) as u16;
+                    let stream = current
+                        .lock()
+                        .ok()
+                        .and_then(|c| c.as_ref().map(|a| a.stream(id, false)))
+                        .context("no SCTP association to open a stream on")?;
                     anyhow::Ok(stream)
                 }
             };

@@ -22,13 +22,16 @@ pub enum Service {
     Tls,
     /// QUIC v1, port 8443/udp: each stream is an echo session; datagrams echoed too.
     Quic,
-    /// All four at once: tcp and udp on 8081, tls and quic on 8443.
+    /// SCTP in userspace over UDP port 9899 (RFC 6951): one message in, its
+    /// uppercase out, on the same stream; try `proto client sctp -m hello`.
+    Sctp,
+    /// All five at once: tcp and udp on 8081, tls and quic on 8443, sctp on 9899/udp.
     All,
 }
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  proto serve tcp            then, in another terminal: nc localhost 8081\n  proto serve udp            then: nc -u localhost 8081\n  proto serve tcp --port 0   let the system pick a free port (printed at start)\n  proto serve tls            then: proto client tls -m hello\n  proto serve all            every service in one process\n\nCertificates: the first TLS/QUIC run creates a local CA and a server certificate\n(ECDSA P-256, for localhost, 127.0.0.1, ::1 and any --san) in the certificate\ndirectory and prints their paths and SHA-256 fingerprints; clients trust that CA.\n  openssl s_client -connect localhost:8443 -CAfile ~/.local/share/proto/certs/ca.pem\n\nResumption and 0-RTT: the servers issue session tickets and accept TLS 1.3 early\ndata and QUIC 0-RTT. Early data can be replayed by an attacker, so it is only safe\nfor idempotent requests; an uppercase echo changes nothing, so a replay only\nproduces the same answer again. SSLKEYLOGFILE=FILE logs the session keys for Wireshark."
+    after_help = "Examples:\n  proto serve tcp            then, in another terminal: nc localhost 8081\n  proto serve udp            then: nc -u localhost 8081\n  proto serve tcp --port 0   let the system pick a free port (printed at start)\n  proto serve tls            then: proto client tls -m hello\n  proto serve sctp           then: proto client sctp -m hello (SCTP over UDP 9899)\n  proto serve all            every service in one process\n\nCertificates: the first TLS/QUIC run creates a local CA and a server certificate\n(ECDSA P-256, for localhost, 127.0.0.1, ::1 and any --san) in the certificate\ndirectory and prints their paths and SHA-256 fingerprints; clients trust that CA.\n  openssl s_client -connect localhost:8443 -CAfile ~/.local/share/proto/certs/ca.pem\n\nResumption and 0-RTT: the servers issue session tickets and accept TLS 1.3 early\ndata and QUIC 0-RTT. Early data can be replayed by an attacker, so it is only safe\nfor idempotent requests; an uppercase echo changes nothing, so a replay only\nproduces the same answer again. SSLKEYLOGFILE=FILE logs the session keys for Wireshark."
 )]
 pub struct ServeArgs {
     /// Which service to run.
@@ -38,12 +41,16 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
     /// Port to listen on; 0 picks a free one. Default: 8081 (tcp, udp),
-    /// 8443 (tls, quic). With `all`, the plain services' port.
+    /// 8443 (tls, quic), 9899 (sctp, a UDP port). With `all`, the plain
+    /// services' port.
     #[arg(long)]
     pub port: Option<u16>,
     /// With `all`: the port of tls and quic. Default: 8443.
     #[arg(long, value_name = "PORT")]
     pub secure_port: Option<u16>,
+    /// With `all`: the UDP port of sctp. Default: 9899 (RFC 6951).
+    #[arg(long, value_name = "PORT")]
+    pub sctp_port: Option<u16>,
     /// Accept only this TLS version (TLS over TCP; QUIC is always TLS 1.3).
     #[arg(long, value_enum, value_name = "VERSION")]
     pub tls_version: Option<TlsVersion>,
@@ -110,6 +117,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let default_port = match args.service {
         Service::Tcp | Service::Udp | Service::All => server::PLAIN_PORT,
         Service::Tls | Service::Quic => server::SECURE_PORT,
+        Service::Sctp => crate::wire::sctp::UDP_ENCAPS_PORT,
     };
     let port = args.port.unwrap_or(default_port);
     let addr = SocketAddr::new(args.host, port);
@@ -130,10 +138,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             quic: Some(bind_udp(addr)?),
             ..Listeners::default()
         },
+        Service::Sctp => Listeners {
+            sctp: Some(bind_udp(addr)?),
+            ..Listeners::default()
+        },
         Service::All => Listeners::bind_all(
             args.host,
             port,
             args.secure_port.unwrap_or(server::SECURE_PORT),
+            args.sctp_port.unwrap_or(crate::wire::sctp::UDP_ENCAPS_PORT),
         )?,
     };
     let identity = if listeners.tls.is_some() || listeners.quic.is_some() {

@@ -55,7 +55,14 @@ impl LabServers {
         // The certificate names the lab address, so clients verify it as is.
         let server_config = ServerConfig::quiet_with_certs(certs, &[server_ip.to_string()])?;
         let listeners = lab
-            .in_server(|| Listeners::bind_all(server_ip, server::PLAIN_PORT, server::SECURE_PORT))
+            .in_server(|| {
+                Listeners::bind_all(
+                    server_ip,
+                    server::PLAIN_PORT,
+                    server::SECURE_PORT,
+                    crate::wire::sctp::UDP_ENCAPS_PORT,
+                )
+            })
             .context("binding the servers on the lab's server host")?;
         let fast_open = fast_open.and_then(|()| match &listeners.tls {
             Some(l) => tcp::set_fast_open_listener(l, 64).map_err(|e| format!("{e:#}")),

@@ -8,6 +8,7 @@
 //! * [`udp`]: one datagram in, one datagram out.
 //! * [`tls`]: the TLS handshake (with 0-RTT early data) before a session.
 //! * [`quic`]: QUIC connections, each bidirectional stream one session.
+//! * [`sctp`]: SCTP over UDP: the stateless cookie handshake, one message per echo.
 //! * [`blocking`]: plain TCP sessions on a thread each (the same session
 //!   logic, one system call per wait).
 //! * [`limits`]: how many connections a server takes (derived from the
@@ -16,6 +17,7 @@
 pub mod blocking;
 pub mod limits;
 pub mod quic;
+pub mod sctp;
 pub mod session;
 pub mod tls;
 pub mod udp;
@@ -284,19 +286,28 @@ pub struct Listeners {
     pub udp: Option<std::net::UdpSocket>,
     pub tls: Option<std::net::TcpListener>,
     pub quic: Option<std::net::UdpSocket>,
+    /// SCTP over UDP (port 9899 by default).
+    pub sctp: Option<std::net::UdpSocket>,
 }
 
 impl Listeners {
-    /// Binds all four services on `ip`: TCP and UDP on `plain_port`, TLS
-    /// and QUIC on `secure_port`. Port 0 picks free ports (each service its
+    /// Binds all five services on `ip`: TCP and UDP on `plain_port`, TLS
+    /// and QUIC on `secure_port`, SCTP over UDP on `sctp_port` (RFC 6951's
+    /// 9899 is [`crate::wire::sctp::UDP_ENCAPS_PORT`]). Port 0 picks free ports (each service its
     /// own). Uses std sockets so it can run on a thread inside a network
     /// namespace; the sockets stay in that namespace.
-    pub fn bind_all(ip: IpAddr, plain_port: u16, secure_port: u16) -> anyhow::Result<Listeners> {
+    pub fn bind_all(
+        ip: IpAddr,
+        plain_port: u16,
+        secure_port: u16,
+        sctp_port: u16,
+    ) -> anyhow::Result<Listeners> {
         Ok(Listeners {
             tcp: Some(bind_tcp(SocketAddr::new(ip, plain_port))?),
             udp: Some(bind_udp(SocketAddr::new(ip, plain_port))?),
             tls: Some(bind_tcp(SocketAddr::new(ip, secure_port))?),
             quic: Some(bind_udp(SocketAddr::new(ip, secure_port))?),
+            sctp: Some(bind_udp(SocketAddr::new(ip, sctp_port))?),
         })
     }
 
@@ -318,6 +329,9 @@ impl Listeners {
         }
         if let Some(a) = udp_addr(&self.quic) {
             out.push(("quic", a));
+        }
+        if let Some(a) = udp_addr(&self.sctp) {
+            out.push(("sctp", a));
         }
         out
     }
@@ -471,6 +485,10 @@ pub async fn run_observed(
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the UDP server thread failed")))
         });
+    }
+    if let Some(s) = listeners.sctp {
+        let socket = tokio::net::UdpSocket::from_std(s).context("registering the SCTP socket")?;
+        services.spawn(sctp::serve(socket, ctx.clone()));
     }
     if listeners.tls.is_some() || listeners.quic.is_some() {
         let Some(identity) = ctx.config.identity.clone() else {

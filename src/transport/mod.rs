@@ -12,6 +12,7 @@
 //! | [`udp`]   | no handshake at all |
 //! | [`tls`]   | TLS 1.2 vs 1.3 flights, tickets, 0-RTT, ALPN; both sides' rustls configs |
 //! | [`quic`]  | QUIC's combined handshake, 0-RTT, datagrams; a look at its ServerHello |
+//! | [`sctp`]  | SCTP over UDP: the 4-way handshake with a State Cookie, streams of messages |
 //! | [`certs`] | a local CA and server certificate, so everything is verified |
 //!
 //! # Making one measured connection (for `proto compare`)
@@ -43,6 +44,7 @@
 
 pub mod certs;
 pub mod quic;
+pub mod sctp;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -67,6 +69,9 @@ pub enum Transport {
     Tls,
     /// QUIC over UDP: encrypted streams with one combined handshake.
     Quic,
+    /// SCTP over UDP (RFC 6951, port 9899): messages on independent
+    /// streams; 4-way handshake with a signed cookie.
+    Sctp,
 }
 
 impl Transport {
@@ -76,6 +81,7 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tls => "tls",
             Transport::Quic => "quic",
+            Transport::Sctp => "sctp",
         }
     }
 
@@ -89,6 +95,7 @@ impl Transport {
         match self {
             Transport::Tcp | Transport::Udp => crate::server::PLAIN_PORT,
             Transport::Tls | Transport::Quic => crate::server::SECURE_PORT,
+            Transport::Sctp => crate::wire::sctp::UDP_ENCAPS_PORT,
         }
     }
 }

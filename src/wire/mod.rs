@@ -4,10 +4,12 @@
 //!   big-endian header and a payload.
 //! * [`codec`]: the same frame as a `tokio_util` codec for byte streams.
 //! * [`hex`]: hex text for humans and test vectors.
+//! * [`sctp`]: SCTP packets (RFC 9260): common header, chunks, CRC32c.
 
 pub mod codec;
 pub mod frame;
 pub mod hex;
+pub mod sctp;
 
 pub use codec::{FrameCodec, FrameCodecError};
 pub use frame::{Frame, FrameError, FrameType, HEADER_LEN, MAGIC, MAX_PAYLOAD};
