@@ -36,13 +36,19 @@ impl SctpServer {
         let addr = socket.local_addr().unwrap();
         let stats = Arc::new(ServerStats::default());
         let shutdown = CancellationToken::new();
+        let config = ServerConfig {
+            quiet: std::env::var_os("PROTO_TEST_LOG").is_none(),
+            ..ServerConfig::default()
+        };
+        let limiter = Arc::new(proto::server::limits::ConnectionLimiter::new(
+            1000,
+            config.max_per_address,
+        ));
         let ctx = Arc::new(ServerContext {
-            config: ServerConfig {
-                quiet: std::env::var_os("PROTO_TEST_LOG").is_none(),
-                ..ServerConfig::default()
-            },
+            config,
             stats: stats.clone(),
             shutdown: shutdown.clone(),
+            limiter,
         });
         let (tx, counters) = watch::channel(SctpCounters::default());
         let task = tokio::spawn(serve_observed(socket, ctx, Some(tx)));

@@ -230,6 +230,8 @@ struct Held {
     shutdown_seen: bool,
     /// The peer sent ABORT.
     aborted: bool,
+    /// This association's slot in the server's connection limits.
+    _permit: super::limits::ConnectionPermit,
 }
 
 /// What the SCTP server counts (on top of the shared [`super::ServerStats`]).
@@ -408,6 +410,11 @@ impl SctpServer {
                 self.abort(peer, our_port, their_port, peer_tag, CAUSE_OUT_OF_RESOURCE);
                 return;
             }
+            // The same per-address and total limits as every other service.
+            let Ok(permit) = self.ctx.admit("sctp", peer) else {
+                self.abort(peer, our_port, their_port, peer_tag, CAUSE_OUT_OF_RESOURCE);
+                return;
+            };
             let mut endpoint = snap_only_endpoint();
             let config = transport_config(our_port, their_port);
             let (handle, association) = match snap_association(
@@ -452,6 +459,7 @@ impl SctpServer {
                     closing: false,
                     shutdown_seen: false,
                     aborted: false,
+                    _permit: permit,
                 },
             );
         }
