@@ -277,3 +277,23 @@ fn printed_buffer_sizes_are_what_the_namespaces_hold() {
         report.describe()
     );
 }
+
+#[test]
+fn a_slow_reader_closes_the_window_to_zero() {
+    if !lab_or_skip("a_slow_reader_closes_the_window_to_zero") {
+        return;
+    }
+    // The receiver reads 2 Mbit/s (in bursts every 500 ms) from a 50 Mbit/s link.
+    let r = transfer(&["--slow-reader", "2mbit", "--duration", "5s"]);
+    let zero = &r["zero_window"];
+    assert!(
+        zero["zero_ms"].as_f64().is_some_and(|ms| ms > 100.0),
+        "the advertised window should sit at zero for a while: {zero} ({})",
+        brief(&r)
+    );
+    let share = r["goodput_share"].as_f64().unwrap();
+    assert!(
+        share < 0.1,
+        "flow control, not the link, sets the pace: {share}"
+    );
+}

@@ -20,7 +20,7 @@ pub enum TransferProtocol {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   sudo proto transfer tcp                                   reno-style figure at 100 ms × 50 Mbit/s
-  sudo proto transfer tcp --cc reno --queue-bdp 1 --svg cwnd.svg
+  sudo proto transfer tcp --cc reno --queue-bdp 1 --svg cwnd.svg   the lecture figure
   sudo proto transfer tcp --cc cubic --drop-nth 400         one loss, always the same packet
   sudo proto transfer tcp --cc bbr --queue-bdp 4            BBR vs a deep buffer (bufferbloat)
   sudo proto transfer tcp --slow-reader 2mbit               the receiver's window closes
@@ -50,6 +50,10 @@ pub struct TransferArgs {
     /// How often the sender's state is read.
     #[arg(long, default_value = "1ms", value_parser = crate::cli::parse_duration)]
     pub sample_every: Duration,
+    /// Draw the figure (cwnd and in-flight, RTT and queueing delay,
+    /// delivery rate, losses marked) as SVG to this file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
     /// Write every sample as CSV to this file.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
@@ -138,6 +142,10 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
     .await
     .context("the transfer thread failed")??;
 
+    if let Some(path) = &args.svg {
+        std::fs::write(path, crate::output::cwnd_plot::figure(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(path) = &args.csv {
         std::fs::write(path, render::csv(&report.run.samples))
             .with_context(|| format!("writing {}", path.display()))?;

@@ -467,7 +467,7 @@ fn claims(r: &TransferReport) -> Vec<Claim> {
                     rate as f64 / 1e6,
                     s * 100.0,
                     if r.steady_share.is_some() {
-                        ", after the first recovery"
+                        ", after slow start"
                     } else {
                         ", whole transfer"
                     }

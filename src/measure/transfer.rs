@@ -402,7 +402,16 @@ pub fn run_tcp(lab: &Lab, config: &TransferConfig) -> anyhow::Result<TransferRun
     // misses the cwnd just before a loss. The sampler sleeps 99 % of the
     // time, so a real-time priority costs the other threads nothing.
     let _priority = SamplerPriority::raise();
+    // A slow reader would take ages to drain what is buffered after the
+    // sender stops: with --duration, the experiment ends on time instead.
+    let slow_until = match (config.slow_reader, config.amount) {
+        (Some(_), Amount::For(d)) => Some(d),
+        _ => None,
+    };
     while !done.load(Ordering::Acquire) {
+        if slow_until.is_some_and(|d| started.elapsed() > d) {
+            break;
+        }
         if started.elapsed() > config.limit {
             notes.push(format!(
                 "stopped after {:?} (the time limit) before the receiver had everything",
@@ -587,6 +596,9 @@ fn send(mut stream: TcpStream, amount: Amount, stop: &AtomicBool) -> io::Result<
     stream.shutdown(std::net::Shutdown::Write)
 }
 
+/// How often a `--slow-reader` receiver wakes up to read its share.
+pub const SLOW_READ_EVERY: Duration = Duration::from_millis(500);
+
 /// Accept one connection and read it to the end (at `slow_reader` bytes/s
 /// if set). Returns when the last byte arrived.
 fn receive(
@@ -609,8 +621,13 @@ fn receive(
             let want = match slow_reader {
                 None => buf.len(),
                 Some(rate) => {
-                    // Read only what the rate allows so far: a token bucket.
-                    let allowed = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+                    // Read only what the rate allows so far, in bursts
+                    // SLOW_READ_EVERY apart, like an application that
+                    // works a while between reads: meanwhile the receive
+                    // buffer fills and the advertised window closes.
+                    let ticks =
+                        (started.elapsed().as_secs_f64() / SLOW_READ_EVERY.as_secs_f64()).floor();
+                    let allowed = (ticks * SLOW_READ_EVERY.as_secs_f64() * rate as f64) as u64;
                     let have = received.load(Ordering::Relaxed);
                     if allowed <= have {
                         std::thread::sleep(Duration::from_millis(5));

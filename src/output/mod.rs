@@ -3,10 +3,12 @@
 //! * [`bytes`]: annotated byte dumps of frames.
 //! * [`latency`]: percentile tables, ASCII histograms, `.hgrm`, JSON of load runs.
 //! * [`plot`]: the latency-by-percentile chart as SVG.
-//! * [`transfer`]: `proto transfer`'s table, cwnd sparkline, CSV.
+//! * [`transfer`]: `proto transfer`'s table, cwnd sparkline, CSV;
+//!   [`cwnd_plot`] its figure (cwnd, RTT, throughput over time) as SVG.
 
 pub mod bytes;
 pub mod compare;
+pub mod cwnd_plot;
 pub mod latency;
 pub mod plot;
 pub mod transfer;

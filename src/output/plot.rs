@@ -46,7 +46,7 @@ pub fn decade_label(d: u32) -> String {
 }
 
 /// A round number ≥ `max` for the top of the y axis, and the tick step.
-fn nice_axis(max: f64) -> (f64, f64) {
+pub(crate) fn nice_axis(max: f64) -> (f64, f64) {
     if max <= 0.0 || !max.is_finite() {
         return (1.0, 0.2);
     }
@@ -61,7 +61,24 @@ fn nice_axis(max: f64) -> (f64, f64) {
     (max, max / 5.0)
 }
 
-fn escape(text: &str) -> String {
+/// An SVG document's opening: size, white background, centred title.
+pub(crate) fn svg_start(width: f64, height: f64, title: &str) -> String {
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
+        width / 2.0,
+        escape(title)
+    );
+    svg
+}
+
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -83,18 +100,7 @@ pub fn latency_by_percentile(title: &str, series: &[Series<'_>], total_count: u6
     let x_of = |q: f64| LEFT + decades(q, max_decades) / max_decades * plot_w;
     let y_of = |us: f64| TOP + plot_h - us / y_top * plot_h;
 
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#,
-        WIDTH / 2.0,
-        escape(title)
-    );
+    let mut svg = svg_start(WIDTH, HEIGHT, title);
     // Vertical grid lines and labels, one per decade.
     for d in 0..=max_decades as u32 {
         let x = LEFT + f64::from(d) / max_decades * plot_w;

@@ -40,10 +40,7 @@ pub fn summary_table(r: &TransferReport) -> String {
     };
     row("goodput", of_rate(r.goodput_bps, r.goodput_share));
     if let Some(g) = r.steady_goodput_bps {
-        row(
-            "goodput after the first recovery",
-            of_rate(g, r.steady_share),
-        );
+        row("goodput after slow start", of_rate(g, r.steady_share));
     }
     match &r.slow_start {
         Some(ss) => {
