@@ -5,9 +5,8 @@
 mod common;
 
 use common::lab_or_skip;
-use proto::measure::blocking;
 use proto::measure::histogram::Unit;
-use proto::measure::load::{self, LoadConfig, LoadProgress, Stop};
+use proto::measure::load::{self, blocking, task, LoadConfig, LoadProgress, Stop};
 use proto::server::{self, bind_tcp, bind_udp, Listeners, ServerConfig};
 use std::net::SocketAddr;
 use std::process::{Command, Output};
@@ -378,7 +377,7 @@ async fn coordinated_omission_correction_shows_a_stall() {
         s.set_nodelay(true)?;
         Ok(s)
     };
-    let report = load::run_streams(&cfg, connect, Arc::new(LoadProgress::default()))
+    let report = task::run_streams(&cfg, connect, Arc::new(LoadProgress::default()))
         .await
         .unwrap();
     check_stall_is_in_the_corrected_tail_only(&report);
@@ -435,7 +434,7 @@ async fn closed_loop_sees_the_stall_once() {
     let addr = stalling_server(100, Duration::from_millis(200)).await;
     let cfg = config(Stop::Count(500), None, Duration::from_secs(5));
     let connect = |_| async move { Ok(tokio::net::TcpStream::connect(addr).await?) };
-    let report = load::run_streams(&cfg, connect, Arc::new(LoadProgress::default()))
+    let report = task::run_streams(&cfg, connect, Arc::new(LoadProgress::default()))
         .await
         .unwrap();
     let s = report.latency.summary();
@@ -472,7 +471,7 @@ async fn udp_losses_are_counted_not_waited_for() {
         s.connect(addr).await?;
         Ok(s)
     };
-    let report = load::run_datagrams(&cfg, connect, Arc::new(LoadProgress::default()))
+    let report = task::run_datagrams(&cfg, connect, Arc::new(LoadProgress::default()))
         .await
         .unwrap();
     assert_eq!(report.requests, 200);
@@ -534,7 +533,7 @@ async fn late_udp_replies_are_told_apart() {
         s.connect(addr).await?;
         Ok(s)
     };
-    let report = load::run_datagrams(&cfg, connect, Arc::new(LoadProgress::default()))
+    let report = task::run_datagrams(&cfg, connect, Arc::new(LoadProgress::default()))
         .await
         .unwrap();
     // The server is single-threaded: while it sleeps, request 6 waits in

@@ -7,7 +7,7 @@
 //! each transport's ratio to TCP's.
 
 use crate::cli::{parse_duration, parse_rate, parse_size};
-use crate::cmd::load::{healthy, run_load, ProgressDisplay, Security};
+use crate::cmd::load::{healthy, run_load, validate, ProgressDisplay, Security};
 use crate::lab::servers::LabServers;
 use crate::lab::LinkArgs;
 use crate::measure::histogram::Unit;
@@ -174,6 +174,7 @@ async fn bench_all(
             },
             unit: Unit::Nanos,
         };
+        validate(&config, transport, "--request-rate")?;
         let progress = Arc::new(LoadProgress::default());
         let bar = ProgressDisplay::start(&progress, &config, transport.name());
         let report = run_load(

@@ -2,13 +2,15 @@
 //!
 //! Options → [`LoadConfig`] → [`crate::measure::load`] → renderers in
 //! [`crate::output::latency`] and [`crate::output::plot`]. The same
-//! [`run_load`] serves `proto bench`.
+//! [`run_load`] serves `proto bench`. The engine's typed errors get their
+//! flag names and advice here ([`config_error`], [`load_error`], [`hints`]).
 
 use crate::cli::{parse_duration, parse_rate, parse_size};
 use crate::cmd::client::ClientArgs;
-use crate::measure::blocking;
 use crate::measure::histogram::Unit;
-use crate::measure::load::{LoadConfig, LoadProgress, LoadReport, Stop};
+use crate::measure::load::{
+    self, ConfigError, Failure, LoadConfig, LoadError, LoadProgress, LoadReport, Stop,
+};
 use crate::output::{latency, plot};
 use crate::transport::{quic, tls, Stream, Target, Transport};
 use anyhow::{bail, Context};
@@ -99,7 +101,7 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         args.transport.default_port(),
     )?;
     let config = load.config(args.transport, args.framed, args.timeout);
-    config.validate().map_err(anyhow::Error::msg)?;
+    validate(&config, args.transport, "--rate")?;
     if load.streams != 1 && !matches!(args.transport, Transport::Quic | Transport::Sctp) {
         bail!(
             "--streams is for QUIC and SCTP (streams inside one connection); use --connections for {}",
@@ -125,6 +127,9 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     .await;
     bar.finish().await;
     let report = result?;
+    for hint in hints(&report, &target.to_string()) {
+        eprintln!("hint: {hint}");
+    }
 
     if let Some(path) = &load.hgrm {
         std::fs::write(path, latency::hgrm(&report.latency))
@@ -154,6 +159,81 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Checks a config before anything is opened, in the command line's words
+/// (`rate_flag`: how this command spells the request rate).
+pub fn validate(config: &LoadConfig, transport: Transport, rate_flag: &str) -> anyhow::Result<()> {
+    let checked = if transport == Transport::Udp {
+        config.validate_datagrams()
+    } else {
+        config.validate()
+    };
+    checked.map_err(|e| config_error(&e, rate_flag))
+}
+
+/// The engine's [`ConfigError`] as a sentence that names the flag to change.
+pub fn config_error(e: &ConfigError, rate_flag: &str) -> anyhow::Error {
+    anyhow::anyhow!(match e {
+        ConfigError::NoConnections => "--connections must be at least 1".to_string(),
+        ConfigError::Size { size, max } => {
+            format!("--size must be between 1 byte and {max} (got {size})")
+        }
+        ConfigError::FrameTooLarge { size, max } => {
+            format!("a frame carries at most {max} payload bytes (--size {size})")
+        }
+        ConfigError::DatagramTooLarge { max, overhead, .. } => format!(
+            "a UDP datagram carries at most {max} bytes: use --size {} or less",
+            max - overhead
+        ),
+        ConfigError::Rate(_) => {
+            format!("{rate_flag} must be a positive number of requests per second")
+        }
+        ConfigError::ZeroCount => "--count must be at least 1".to_string(),
+        ConfigError::ZeroDuration => "--duration must be more than 0".to_string(),
+    })
+}
+
+/// Why a run could not start, with what to check. Connections the load
+/// opened itself (plain TCP and UDP) fail with an I/O error that says
+/// little on its own.
+pub fn load_error(e: LoadError, transport: Transport, target: &str) -> anyhow::Error {
+    let advice = match &e {
+        LoadError::Config(c) => return config_error(c, "--rate"),
+        LoadError::Connect { source, .. } => match source.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+                "connection refused: is 'proto serve {}' running on {target}?",
+                transport.name()
+            ),
+            Some(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                format!("no answer from {target}: is the host reachable and the port open? (--timeout waits longer)")
+            }
+            _ => return e.into(),
+        },
+    };
+    anyhow::anyhow!("{e}: {advice}")
+}
+
+/// What to try after connections failed during a run.
+pub fn hints(report: &LoadReport, target: &str) -> Vec<String> {
+    let mut hints = Vec::new();
+    let failed = |f: fn(&Failure) -> bool| report.errors.iter().any(|e| f(&e.failure));
+    if failed(|f| *f == Failure::Refused) {
+        hints.push(format!(
+            "an ICMP port unreachable came back: is 'proto serve udp' running on {target}?"
+        ));
+    }
+    if failed(|f| matches!(f, Failure::NoReply(_))) {
+        hints.push(
+            "a server slower than --timeout fails the connection: --timeout waits longer".into(),
+        );
+    }
+    hints
 }
 
 /// A run succeeded if something was measured and every reply was right.
@@ -207,20 +287,20 @@ pub fn chart(label: &str, report: &LoadReport) -> String {
     let corrected = report.latency.percentile_distribution(5);
     let uncorrected = report.uncorrected.percentile_distribution(5);
     let mut series = vec![plot::Series {
-        label: if report.rate.is_some() {
+        label: if report.config.rate.is_some() {
             "corrected (from intended send time)"
         } else {
             "round trip"
         },
         points: &corrected,
     }];
-    if report.rate.is_some() {
+    if report.config.rate.is_some() {
         series.push(plot::Series {
             label: "uncorrected (from actual send time)",
             points: &uncorrected,
         });
     }
-    let mode = match report.rate {
+    let mode = match report.config.rate {
         Some(r) => format!("{r:.0} requests/s"),
         None => "closed loop".into(),
     };
@@ -268,7 +348,7 @@ pub async fn run_load(
     connect_timeout: Duration,
     progress: Arc<LoadProgress>,
 ) -> anyhow::Result<LoadReport> {
-    match transport {
+    let report = match transport {
         // Plain TCP and UDP: a blocking thread per connection, like the C
         // reference client (one system call per wait instead of two).
         Transport::Tcp | Transport::Udp => {
@@ -276,9 +356,9 @@ pub async fn run_load(
             let config = config.clone();
             tokio::task::spawn_blocking(move || {
                 if transport == Transport::Tcp {
-                    blocking::run_tcp(&config, addr, connect_timeout, progress)
+                    load::blocking::run_tcp(&config, addr, connect_timeout, progress)
                 } else {
-                    blocking::run_udp(&config, addr, progress)
+                    load::blocking::run_udp(&config, addr, progress)
                 }
             })
             .await
@@ -293,7 +373,7 @@ pub async fn run_load(
                 let opts = opts.clone();
                 async move { Ok(tls::connect(target, &opts, connect_timeout).await?.0) }
             };
-            crate::measure::load::run_streams(config, connect, progress).await
+            load::task::run_streams(config, connect, progress).await
         }
         // QUIC: `--streams S` streams share each connection; each stream has
         // one request in flight, so S streams multiplex S requests on one
@@ -329,10 +409,10 @@ pub async fn run_load(
                             Box::new(stream)
                         }
                     };
-                    anyhow::Ok(stream)
+                    Ok::<_, load::BoxError>(stream)
                 }
             };
-            crate::measure::load::run_streams(config, connect, progress).await
+            load::task::run_streams(config, connect, progress).await
         }
         // SCTP: like QUIC, `--streams S` streams of one association; every
         // message is one SCTP user message.
@@ -357,12 +437,13 @@ pub async fn run_load(
                         .ok()
                         .and_then(|c| c.as_ref().map(|a| a.stream(id, false)))
                         .context("no SCTP association to open a stream on")?;
-                    anyhow::Ok(stream)
+                    Ok::<_, load::BoxError>(stream)
                 }
             };
-            crate::measure::load::run_streams(config, connect, progress).await
+            load::task::run_streams(config, connect, progress).await
         }
-    }
+    };
+    report.map_err(|e| load_error(e, transport, &target.to_string()))
 }
 
 /// A progress bar on stderr while a run goes on (none when stderr is not a

@@ -7,15 +7,14 @@
 //!   (independent streams) under loss (`proto hol`).
 //! * [`histogram`]: HdrHistogram wrapper, percentiles, coordinated-omission
 //!   correction through intended send times (pure, no I/O).
-//! * [`load`]: closed- and open-loop load over streams and datagrams,
-//!   returning a [`load::LoadReport`]; generic over async streams.
+//! * [`load`]: the load generator, closed and open loop, returning a
+//!   [`load::LoadReport`]: one sans-IO connection core ([`load::core`])
+//!   driven by a blocking loop (plain TCP and UDP, a thread per connection)
+//!   and an async loop (any async stream: TLS, QUIC; UDP sockets).
 //! * [`transfer`]: a bulk transfer across the lab with the sender's TCP
 //!   state (cwnd, RTT, window) sampled from `TCP_INFO` every millisecond;
 //!   [`phases`] reads slow start, loss responses and window limits from it.
-//! * [`blocking`]: the same load over plain TCP and UDP with a blocking
-//!   thread per connection (the fast path the CLI uses for those two).
 
-pub mod blocking;
 pub mod handshake;
 pub mod histogram;
 pub mod hol;

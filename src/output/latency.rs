@@ -5,7 +5,7 @@
 //! command decides where they go.
 
 use crate::measure::histogram::{Bucket, Latencies, LatencySummary, PercentilePoint};
-use crate::measure::load::{LoadReport, Stop};
+use crate::measure::load::{ConnectionFailure, LoadReport, Stop};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use serde::Serialize;
 use std::fmt::Write;
@@ -65,7 +65,7 @@ pub fn percentile_table(rows: &[(&str, LatencySummary)]) -> String {
 /// The rows of a report's table: the latency, and in an open loop also the
 /// uncorrected view, so that the difference is visible.
 pub fn report_rows(report: &LoadReport) -> Vec<(&'static str, LatencySummary)> {
-    if report.rate.is_some() {
+    if report.config.rate.is_some() {
         vec![
             ("corrected", report.latency.summary()),
             ("uncorrected", report.uncorrected.summary()),
@@ -83,7 +83,7 @@ pub fn summary_lines(report: &LoadReport) -> String {
         "throughput: {:.0} requests/s, {:.2} MB/s one way ({} bytes per message), {} requests in {:.3} s",
         report.requests_per_sec(),
         report.megabytes_per_sec(),
-        report.message_bytes,
+        report.config.message_bytes(),
         report.latency.count(),
         report.elapsed.as_secs_f64()
     );
@@ -227,7 +227,7 @@ pub struct LoadJson<'a> {
     pub duplicates: u64,
     pub unsent: u64,
     pub failed_connections: u64,
-    pub errors: &'a [String],
+    pub errors: &'a [ConnectionFailure],
     pub elapsed_s: f64,
     pub requests_per_s: f64,
     pub mb_per_s: f64,
@@ -243,25 +243,25 @@ impl<'a> LoadJson<'a> {
         LoadJson {
             transport,
             target,
-            mode: if report.rate.is_some() {
+            mode: if report.config.rate.is_some() {
                 "open"
             } else {
                 "closed"
             },
-            connections: report.connections,
-            size: report.size,
-            framed: report.framed,
-            message_bytes: report.message_bytes,
-            count: match report.stop {
+            connections: report.config.connections,
+            size: report.config.size,
+            framed: report.config.framed,
+            message_bytes: report.config.message_bytes(),
+            count: match report.config.stop {
                 Stop::Count(n) => Some(n),
                 Stop::Duration(_) => None,
             },
-            duration_s: match report.stop {
+            duration_s: match report.config.stop {
                 Stop::Duration(d) => Some(d.as_secs_f64()),
                 Stop::Count(_) => None,
             },
-            warmup_s: report.warmup.as_secs_f64(),
-            rate_per_s: report.rate,
+            warmup_s: report.config.warmup.as_secs_f64(),
+            rate_per_s: report.config.rate,
             requests: report.requests,
             warmup_requests: report.warmup_requests,
             mismatches: report.mismatches,
@@ -276,7 +276,7 @@ impl<'a> LoadJson<'a> {
             requests_per_s: report.requests_per_sec(),
             mb_per_s: report.megabytes_per_sec(),
             latency_us: report.latency.summary(),
-            uncorrected_latency_us: report.rate.map(|_| report.uncorrected.summary()),
+            uncorrected_latency_us: report.config.rate.map(|_| report.uncorrected.summary()),
             percentiles: report.latency.percentile_distribution(5),
         }
     }
