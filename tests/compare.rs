@@ -34,7 +34,7 @@ fn every_variant_matches_theory_across_a_60ms_link() {
     let report = json_of(&out);
     assert_eq!(report["environment"], "lab");
     let variants = report["variants"].as_array().unwrap();
-    assert_eq!(variants.len(), 10, "all ten variants by default");
+    assert_eq!(variants.len(), 11, "all eleven variants by default");
     for v in variants {
         let id = v["protocol"].as_str().unwrap();
         let theory = v["theory_rtts"].as_f64().unwrap();
@@ -226,13 +226,13 @@ fn to_measures_a_server_started_separately() {
 #[test]
 fn unknown_protocol_is_a_clear_error() {
     let out = Command::new(PROTO)
-        .args(["compare", "--protocols", "tcp,sctp"])
+        .args(["compare", "--protocols", "tcp,dccp"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("sctp") && err.contains("possible values"),
+        err.contains("dccp") && err.contains("possible values"),
         "{err}"
     );
 }

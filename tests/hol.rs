@@ -1,5 +1,6 @@
 //! `proto hol` (claim C6): across a lossy link, a lost packet stalls every
-//! stream on TCP (one ordered byte stream) but only its own on QUIC.
+//! stream on TCP (one ordered byte stream) but only its own on QUIC and on
+//! SCTP (claim C12: multi-streaming).
 
 mod common;
 
@@ -37,8 +38,8 @@ fn a_loss_stalls_all_streams_on_tcp_and_one_on_quic() {
             .unwrap()
             .clone()
     };
-    let (tcp, quic) = (row("tcp"), row("quic"));
-    for r in [&tcp, &quic] {
+    let (tcp, quic, sctp) = (row("tcp"), row("quic"), row("sctp"));
+    for r in [&tcp, &quic, &sctp] {
         assert_eq!(
             r["requests"], 2000,
             "8 streams × 250 requests, all answered: {r}"
@@ -52,6 +53,10 @@ fn a_loss_stalls_all_streams_on_tcp_and_one_on_quic() {
     assert!(
         per_loss(&tcp) > 2.0 * per_loss(&quic),
         "TCP should stall many more requests per loss than QUIC: tcp {tcp}, quic {quic}"
+    );
+    assert!(
+        per_loss(&tcp) > 2.0 * per_loss(&sctp),
+        "TCP should stall many more requests per loss than SCTP's streams: tcp {tcp}, sctp {sctp}"
     );
 }
 

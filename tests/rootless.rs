@@ -208,7 +208,7 @@ fn compare_as_an_ordinary_user_matches_theory_across_a_60ms_link() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"));
         assert_eq!(report["environment"], "lab", "{stderr}");
         let variants = report["variants"].as_array().unwrap();
-        assert_eq!(variants.len(), 10, "all ten variants");
+        assert_eq!(variants.len(), 11, "all eleven variants");
         let mut wrong = Vec::new();
         for v in variants {
             let id = v["protocol"].as_str().unwrap();

@@ -37,6 +37,9 @@ pub struct CompareArgs {
     /// With --to: the port of the server's TLS and QUIC echo.
     #[arg(long, default_value_t = server::SECURE_PORT, requires = "to")]
     pub secure_port: u16,
+    /// With --to: the UDP port of the server's SCTP echo.
+    #[arg(long, default_value_t = crate::wire::sctp::UDP_ENCAPS_PORT, requires = "to")]
+    pub sctp_port: u16,
     /// Measure on loopback even where the emulated link is available.
     #[arg(long, conflicts_with = "to")]
     pub loopback: bool,
@@ -128,6 +131,7 @@ async fn remote_endpoints(host: &str, args: &CompareArgs) -> anyhow::Result<Endp
         tcp: (ip, args.plain_port).into(),
         udp: (ip, args.plain_port).into(),
         tls: (ip, args.secure_port).into(),
+        sctp: (ip, args.sctp_port).into(),
         quic: (ip, args.secure_port).into(),
         server_name: args.server_name.clone().unwrap_or(plain.host),
         trust: super::trust_from_args(args.ca.as_deref(), args.insecure)?,
@@ -221,6 +225,7 @@ pub fn endpoints_from(
         udp: get("udp")?,
         tls: get("tls")?,
         quic: get("quic")?,
+        sctp: get("sctp")?,
         server_name: server_name.to_string(),
         trust: tls::Trust::from_options(None, false)?,
     })

@@ -25,6 +25,8 @@
 //!  quic           1   transport and crypto handshakes in one round trip
 //!  quic-0rtt      0   the request rides with the first packet
 //!  udp            0   no handshake at all
+//!  sctp           1   INIT → INIT-ACK (cookie) → COOKIE-ECHO + data → COOKIE-ACK + reply:
+//!                     four chunks, but the data rides with the COOKIE-ECHO
 //! ```
 
 use crate::client::StreamClient;
@@ -66,10 +68,13 @@ pub enum Variant {
     #[value(name = "udp")]
     #[serde(rename = "udp")]
     Udp,
+    #[value(name = "sctp")]
+    #[serde(rename = "sctp")]
+    Sctp,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 10] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Tcp,
         Variant::Tls12,
         Variant::Tls12Resumed,
@@ -80,6 +85,7 @@ impl Variant {
         Variant::Quic,
         Variant::QuicZeroRtt,
         Variant::Udp,
+        Variant::Sctp,
     ];
 
     /// The id used on the command line and in JSON.
@@ -95,6 +101,7 @@ impl Variant {
             Variant::Quic => "quic",
             Variant::QuicZeroRtt => "quic-0rtt",
             Variant::Udp => "udp",
+            Variant::Sctp => "sctp",
         }
     }
 
@@ -111,6 +118,9 @@ impl Variant {
             Variant::Quic => 1.0,
             Variant::QuicZeroRtt => 0.0,
             Variant::Udp => 0.0,
+            // Two round trips of chunks; the first message is bundled with
+            // the COOKIE-ECHO, so data waits for only the first.
+            Variant::Sctp => 1.0,
         }
     }
 
@@ -127,6 +137,7 @@ impl Variant {
             Variant::Quic => "C5: QUIC 1 RTT",
             Variant::QuicZeroRtt => "C5: QUIC 0-RTT to known servers",
             Variant::Udp => "C7: connectionless, no handshake",
+            Variant::Sctp => "C12: 4-way, data rides with COOKIE-ECHO",
         }
     }
 
@@ -371,6 +382,8 @@ pub struct Endpoints {
     pub udp: SocketAddr,
     pub tls: SocketAddr,
     pub quic: SocketAddr,
+    /// SCTP over UDP (RFC 6951).
+    pub sctp: SocketAddr,
     /// The name to verify the server certificate against.
     pub server_name: String,
     /// Which certificates to believe (proto's local CA by default).
@@ -426,7 +439,7 @@ impl ClientState {
         };
         use tls::TlsVersion::{V1_2, V1_3};
         match variant {
-            Variant::Tcp | Variant::Udp => Ok(ClientState::Plain),
+            Variant::Tcp | Variant::Udp | Variant::Sctp => Ok(ClientState::Plain),
             Variant::Tls12 => tls_opts(V1_2, false, false),
             Variant::Tls12Resumed => tls_opts(V1_2, true, false),
             Variant::Tls13 => tls_opts(V1_3, false, false),
@@ -490,6 +503,37 @@ pub async fn probe_udp(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Sa
     })
 }
 
+/// One SCTP association: INIT, INIT-ACK, then the first message bundled
+/// with the COOKIE-ECHO; the RTT probes follow on the same stream.
+pub async fn probe_sctp(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Sample> {
+    use crate::transport::sctp;
+    let target = Target {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    };
+    let t0 = Instant::now();
+    let (association, info) =
+        sctp::connect(&target, &sctp::SctpOptions::default(), timeout).await?;
+    let mut stream = association.stream(0, false);
+    stream.exchange(PROBE, timeout).await?;
+    let first_reply = t0.elapsed();
+    let mut rtts = Vec::with_capacity(RTT_PROBES);
+    for _ in 0..RTT_PROBES {
+        let sent = Instant::now();
+        stream.exchange(PROBE, timeout).await?;
+        rtts.push(sent.elapsed());
+    }
+    drop(stream);
+    association.close(timeout).await;
+    Ok(Sample {
+        first_reply,
+        rtt: median_duration(&rtts).unwrap_or_default(),
+        handshake_bytes_sent: info.handshake_bytes_sent,
+        handshake_bytes_received: info.handshake_bytes_received,
+        ..Sample::default()
+    })
+}
+
 /// One TLS or QUIC connection: handshake (maybe resumed, maybe with the
 /// request as early data), first echo, then the RTT probes.
 async fn probe_encrypted(
@@ -542,6 +586,7 @@ pub async fn probe(
     match variant {
         Variant::Tcp => probe_tcp(endpoints.tcp, timeout).await,
         Variant::Udp => probe_udp(endpoints.udp, timeout).await,
+        Variant::Sctp => probe_sctp(endpoints.sctp, timeout).await,
         Variant::Quic | Variant::QuicZeroRtt => {
             probe_encrypted(state, endpoints.quic, timeout, false).await
         }
