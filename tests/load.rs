@@ -506,10 +506,8 @@ fn udp_losses_are_counted_by_the_blocking_driver() {
     assert_eq!((report.late, report.mismatches), (0, 0));
 }
 
-/// Replies that come back after their request was declared lost are
-/// counted as late, and do not confuse the following requests.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_udp_replies_are_told_apart() {
+/// A UDP echo server that holds its 5th reply for 120 ms.
+async fn one_late_reply_server() -> SocketAddr {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     tokio::spawn(async move {
@@ -527,21 +525,82 @@ async fn late_udp_replies_are_told_apart() {
             let _ = socket.send_to(&buf[..len].to_ascii_uppercase(), peer).await;
         }
     });
+    addr
+}
+
+/// Replies that come back after their request was declared lost are
+/// counted as late, and do not confuse the following requests: the same
+/// through the async loop and the blocking one (one core decides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_udp_replies_are_told_apart() {
     let cfg = config(Stop::Count(20), None, Duration::from_millis(50));
+    let addr = one_late_reply_server().await;
     let connect = |_| async move {
         let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
         s.connect(addr).await?;
         Ok(s)
     };
-    let report = task::run_datagrams(&cfg, connect, Arc::new(LoadProgress::default()))
+    let by_task = task::run_datagrams(&cfg, connect, Arc::new(LoadProgress::default()))
         .await
         .unwrap();
-    // The server is single-threaded: while it sleeps, request 6 waits in
-    // its queue too, so it may be lost as well.
-    assert!((1..=2).contains(&report.lost), "lost {}", report.lost);
-    assert_eq!(report.late, report.lost, "every lost reply turned up late");
-    assert_eq!(report.mismatches, 0);
-    assert_eq!(report.latency.count(), 20 - report.lost);
+    let addr = one_late_reply_server().await;
+    let blocking_cfg = cfg.clone();
+    let by_thread = tokio::task::spawn_blocking(move || {
+        blocking::run_udp(&blocking_cfg, addr, Arc::new(LoadProgress::default()))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    for report in [by_task, by_thread] {
+        // The server is single-threaded: while it sleeps, request 6 waits in
+        // its queue too, so it may be lost as well.
+        assert!((1..=2).contains(&report.lost), "lost {}", report.lost);
+        assert_eq!(report.late, report.lost, "every lost reply turned up late");
+        assert_eq!((report.mismatches, report.duplicates), (0, 0));
+        assert_eq!(report.latency.count(), 20 - report.lost);
+    }
+}
+
+/// A server that accepts and reads but never answers: both loops give up
+/// after the timeout with the same typed failure (no CLI wording).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_loops_report_a_silent_server_the_same_way() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let timeout = Duration::from_millis(200);
+    let cfg = config(Stop::Count(5), None, timeout);
+    let connect = |_| async move { Ok(tokio::net::TcpStream::connect(addr).await?) };
+    let by_task = task::run_streams(&cfg, connect, Arc::new(LoadProgress::default()))
+        .await
+        .unwrap();
+    let blocking_cfg = cfg.clone();
+    let by_thread = tokio::task::spawn_blocking(move || {
+        blocking::run_tcp(
+            &blocking_cfg,
+            addr,
+            Duration::from_secs(5),
+            Arc::new(LoadProgress::default()),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    for report in [by_task, by_thread] {
+        assert_eq!((report.requests, report.failed_connections), (0, 1));
+        assert_eq!(report.errors[0].failure, load::Failure::NoReply(timeout));
+        assert_eq!(
+            report.errors[0].to_string(),
+            "connection 1: no reply within 200ms"
+        );
+    }
 }
 
 /// The plain TCP server (a thread per connection since the load work):
