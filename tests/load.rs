@@ -383,22 +383,24 @@ async fn coordinated_omission_correction_shows_a_stall() {
     check_stall_is_in_the_corrected_tail_only(&report);
 }
 
+/// The blocking loop's TCP run (what `proto client tcp` uses), from a test
+/// runtime.
+async fn blocking_tcp(cfg: &LoadConfig, addr: SocketAddr) -> load::LoadReport {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || {
+        let progress = Arc::new(LoadProgress::default());
+        blocking::run_tcp(&cfg, addr, Duration::from_secs(5), progress).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// The same through the blocking driver that `proto client tcp` uses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinated_omission_correction_shows_a_stall_blocking_driver() {
     let addr = stalling_server(300, Duration::from_millis(200)).await;
     let cfg = config(Stop::Count(1000), Some(1000.0), Duration::from_secs(5));
-    let report = tokio::task::spawn_blocking(move || {
-        blocking::run_tcp(
-            &cfg,
-            addr,
-            Duration::from_secs(5),
-            Arc::new(LoadProgress::default()),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let report = blocking_tcp(&cfg, addr).await;
     check_stall_is_in_the_corrected_tail_only(&report);
 }
 
@@ -544,12 +546,11 @@ async fn late_udp_replies_are_told_apart() {
         .await
         .unwrap();
     let addr = one_late_reply_server().await;
-    let blocking_cfg = cfg.clone();
+    let cfg2 = cfg.clone();
     let by_thread = tokio::task::spawn_blocking(move || {
-        blocking::run_udp(&blocking_cfg, addr, Arc::new(LoadProgress::default()))
+        blocking::run_udp(&cfg2, addr, Arc::new(LoadProgress::default())).unwrap()
     })
     .await
-    .unwrap()
     .unwrap();
     for report in [by_task, by_thread] {
         // The server is single-threaded: while it sleeps, request 6 waits in
@@ -581,18 +582,7 @@ async fn both_loops_report_a_silent_server_the_same_way() {
     let by_task = task::run_streams(&cfg, connect, Arc::new(LoadProgress::default()))
         .await
         .unwrap();
-    let blocking_cfg = cfg.clone();
-    let by_thread = tokio::task::spawn_blocking(move || {
-        blocking::run_tcp(
-            &blocking_cfg,
-            addr,
-            Duration::from_secs(5),
-            Arc::new(LoadProgress::default()),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let by_thread = blocking_tcp(&cfg, addr).await;
     for report in [by_task, by_thread] {
         assert_eq!((report.requests, report.failed_connections), (0, 1));
         assert_eq!(report.errors[0].failure, load::Failure::NoReply(timeout));
