@@ -15,6 +15,8 @@ use std::time::Duration;
 pub enum TransferProtocol {
     /// The kernel's TCP; state from getsockopt(TCP_INFO).
     Tcp,
+    /// QUIC (quinn, in proto's process); state from quinn's path statistics.
+    Quic,
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,7 +38,8 @@ pub struct TransferArgs {
     #[arg(long, value_parser = crate::cli::parse_duration)]
     pub duration: Option<Duration>,
     /// Congestion control: for TCP whatever the kernel offers
-    /// (/proc/sys/net/ipv4/tcp_available_congestion_control: reno, cubic, bbr…).
+    /// (/proc/sys/net/ipv4/tcp_available_congestion_control: reno, cubic, bbr…);
+    /// for QUIC quinn's newreno, cubic (default) or bbr.
     #[arg(long, value_name = "NAME")]
     pub cc: Option<String>,
     /// The receiver reads only this fast (bit/s, e.g. 2mbit): its buffer
@@ -103,6 +106,7 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
     let config = TransferConfig {
         protocol: match args.protocol {
             TransferProtocol::Tcp => Protocol::Tcp,
+            TransferProtocol::Quic => Protocol::Quic,
         },
         cc: args.cc.clone(),
         amount,
@@ -119,9 +123,13 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
             describe(&lab_config.client_to_server)
         );
     }
+    let certs = crate::transport::certs::CertDir::default_dir()?;
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let lab = Lab::start(lab_config.clone()).context("starting the lab")?;
-        let run = transfer::run_tcp(&lab, &config)?;
+        let run = match config.protocol {
+            Protocol::Tcp => transfer::run_tcp(&lab, &config)?,
+            Protocol::Quic => crate::measure::transfer_quic::run_quic(&lab, &config, &certs)?,
+        };
         let host_buffers = lab.host_buffers().clone();
         let mut run = run;
         run.link = lab.shutdown();

@@ -13,7 +13,8 @@
 //!   and an async loop (any async stream: TLS, QUIC; UDP sockets).
 //! * [`transfer`]: a bulk transfer across the lab with the sender's TCP
 //!   state (cwnd, RTT, window) sampled from `TCP_INFO` every millisecond;
-//!   [`phases`] reads slow start, loss responses and window limits from it.
+//!   [`phases`] reads slow start, loss responses and window limits from it;
+//!   [`transfer_quic`] does the same over QUIC from quinn's path statistics.
 
 pub mod handshake;
 pub mod histogram;
@@ -21,3 +22,4 @@ pub mod hol;
 pub mod load;
 pub mod phases;
 pub mod transfer;
+pub mod transfer_quic;

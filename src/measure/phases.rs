@@ -40,7 +40,8 @@ pub struct SlowStart {
 #[derive(Clone, Debug, Serialize)]
 pub struct LossEvent {
     pub at_ms: f64,
-    /// "fast retransmit" (3 duplicate ACKs / SACK) or "timeout".
+    /// "fast retransmit" (3 duplicate ACKs / SACK) or "timeout"; for QUIC
+    /// "congestion event".
     pub kind: &'static str,
     /// cwnd (segments) just before the sender noticed the loss.
     pub cwnd_before: u32,
@@ -282,7 +283,13 @@ pub fn analyze(
         link.rtt_ms
     };
     let slow_start = slow_start(samples, rtt_ms);
-    let losses = loss_events(samples);
+    let mut losses = loss_events(samples);
+    if run.protocol == super::transfer::Protocol::Quic {
+        // QUIC has no "fast retransmit" state; quinn reports congestion events.
+        for l in &mut losses {
+            l.kind = "congestion event";
+        }
+    }
     let goodput_bps = if run.seconds > 0.0 {
         run.bytes as f64 * 8.0 / run.seconds
     } else {
@@ -309,7 +316,7 @@ pub fn analyze(
     let sndbuf_share = run.sndbuf_limited_us as f64 / busy;
     let largest_flight_bytes = samples
         .iter()
-        .map(|s| u64::from(s.in_flight) * u64::from(s.mss))
+        .filter_map(|s| s.in_flight.map(|f| u64::from(f) * u64::from(s.mss)))
         .max()
         .unwrap_or(0);
     let steady: Vec<&Sample> = samples
@@ -321,7 +328,11 @@ pub fn analyze(
     } else {
         steady
             .iter()
-            .filter(|s| f64::from(s.in_flight) < 0.8 * f64::from(s.cwnd) && s.queue_delay_ms < 1.0)
+            .filter(|s| {
+                s.in_flight
+                    .is_some_and(|f| f64::from(f) < 0.8 * f64::from(s.cwnd))
+                    && s.queue_delay_ms < 1.0
+            })
             .count() as f64
             / steady.len() as f64
     };
@@ -400,7 +411,7 @@ fn claims(r: &TransferReport) -> Vec<Claim> {
         }
     }
     let expected = match r.run.cc.as_str() {
-        "reno" => Some(("Reno halves cwnd after a loss", 0.5)),
+        "reno" | "newreno" => Some(("Reno halves cwnd after a loss", 0.5)),
         "cubic" => Some(("CUBIC cuts cwnd to 0.7 after a loss", 0.7)),
         _ => None,
     };
@@ -408,7 +419,7 @@ fn claims(r: &TransferReport) -> Vec<Claim> {
         let first = r
             .losses
             .iter()
-            .find(|l| l.kind == "fast retransmit" && l.ratio.is_some());
+            .find(|l| l.kind != "timeout" && l.ratio.is_some());
         out.push(match first {
             Some(l) => Claim {
                 claim: claim.into(),

@@ -30,12 +30,14 @@ use std::time::{Duration, Instant};
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
+    Quic,
 }
 
 impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
+            Protocol::Quic => "quic",
         }
     }
 }
@@ -79,7 +81,7 @@ pub struct Sample {
     pub unacked: u32,
     /// Segments the sender believes are in the network (unacked − sacked −
     /// lost + retransmitted): what cwnd limits.
-    pub in_flight: u32,
+    pub in_flight: Option<u32>,
     /// The congestion-control state: open, disorder, cwr, recovery, loss.
     pub ca_state: &'static str,
     /// Bytes the receiver has acknowledged so far.
@@ -388,63 +390,12 @@ pub fn run_tcp(lab: &Lab, config: &TransferConfig) -> anyhow::Result<TransferRun
             .spawn(move || send(stream, amount, &stop))?
     };
 
-    let (up_rate, data_dir_drops) = (
-        lab.config().client_to_server.rate_bps,
-        |c: &LinkCounters| {
-            let d = c.client_to_server;
-            d.dropped_queue + d.dropped_loss + d.dropped_forced
-        },
-    );
-    let mut samples = Vec::new();
     let mut last = TcpInfo::default();
-    let mut next = started;
-    // Wake up on time: a sample that comes 10 ms late on a busy machine
-    // misses the cwnd just before a loss. The sampler sleeps 99 % of the
-    // time, so a real-time priority costs the other threads nothing.
-    let _priority = SamplerPriority::raise();
-    // A slow reader would take ages to drain what is buffered after the
-    // sender stops: with --duration, the experiment ends on time instead.
-    let slow_until = match (config.slow_reader, config.amount) {
-        (Some(_), Amount::For(d)) => Some(d),
-        _ => None,
-    };
-    while !done.load(Ordering::Acquire) {
-        if slow_until.is_some_and(|d| started.elapsed() > d) {
-            break;
-        }
-        if started.elapsed() > config.limit {
-            notes.push(format!(
-                "stopped after {:?} (the time limit) before the receiver had everything",
-                config.limit
-            ));
-            break;
-        }
-        match tcp_info(fd) {
-            Ok(info) => {
-                last = info;
-                let (queue, _) = lab.queue_delay();
-                let counters = lab.counters();
-                samples.push(sample(
-                    started.elapsed(),
-                    &info,
-                    queue,
-                    up_rate,
-                    data_dir_drops(&counters),
-                ));
-            }
-            Err(e) => {
-                notes.push(format!("TCP_INFO failed: {e}"));
-                break;
-            }
-        }
-        next += config.sample_every;
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else {
-            next = now;
-        }
-    }
+    let samples = sample_loop(lab, config, started, &done, &mut notes, |at| {
+        let info = tcp_info(fd).map_err(|e| format!("TCP_INFO failed: {e}"))?;
+        last = info;
+        Ok(sample(at, &info))
+    });
     let seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Release);
     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -467,16 +418,7 @@ pub fn run_tcp(lab: &Lab, config: &TransferConfig) -> anyhow::Result<TransferRun
     if last.delivery_rate.is_none() {
         notes.push("this kernel's TCP_INFO has no delivery rate or window-limit counters".into());
     }
-    let host_drops = lab
-        .in_client(|| tx_dropped(crate::lab::CLIENT_IF))
-        .unwrap_or(0);
-    if host_drops > 0 {
-        notes.push(format!(
-            "{host_drops} packets were dropped by the client host before the link (its TUN queue \
-             overflowed: the forwarder fell behind, likely a busy machine); those losses are not the \
-             emulated link's"
-        ));
-    }
+    let host_drops = host_drops(lab, &mut notes);
     let bytes = received.load(Ordering::Acquire);
     Ok(TransferRun {
         protocol: config.protocol,
@@ -529,6 +471,82 @@ impl Drop for SamplerPriority {
     }
 }
 
+/// Reads the sender's state every `config.sample_every` until `done` (the
+/// receiver has everything), the time limit, or the end of a slow-reader
+/// run; `read` gives the sender's side of a sample, this adds the lab's.
+pub(crate) fn sample_loop(
+    lab: &Lab,
+    config: &TransferConfig,
+    started: Instant,
+    done: &AtomicBool,
+    notes: &mut Vec<String>,
+    mut read: impl FnMut(Duration) -> Result<Sample, String>,
+) -> Vec<Sample> {
+    let rate = lab.config().client_to_server.rate_bps;
+    let mut samples = Vec::new();
+    let mut next = started;
+    // Wake up on time: a sample that comes 10 ms late on a busy machine
+    // misses the cwnd just before a loss. The sampler sleeps 99 % of the
+    // time, so a real-time priority costs the other threads nothing.
+    let _priority = SamplerPriority::raise();
+    // A slow reader would take ages to drain what is buffered after the
+    // sender stops: with --duration, the experiment ends on time instead.
+    let slow_until = match (config.slow_reader, config.amount) {
+        (Some(_), Amount::For(d)) => Some(d),
+        _ => None,
+    };
+    while !done.load(Ordering::Acquire) {
+        let at = started.elapsed();
+        if slow_until.is_some_and(|d| at > d) {
+            break;
+        }
+        if at > config.limit {
+            notes.push(format!(
+                "stopped after {:?} (the time limit) before the receiver had everything",
+                config.limit
+            ));
+            break;
+        }
+        match read(at) {
+            Ok(mut s) => {
+                let (queue, _) = lab.queue_delay();
+                let d = lab.counters().client_to_server;
+                s.queue_delay_ms = queue.as_secs_f64() * 1e3;
+                s.queue_bytes = rate.map_or(0, |r| (queue.as_secs_f64() * r as f64 / 8.0) as u64);
+                s.link_drops = d.dropped_queue + d.dropped_loss + d.dropped_forced;
+                samples.push(s);
+            }
+            Err(e) => {
+                notes.push(e);
+                break;
+            }
+        }
+        next += config.sample_every;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    }
+    samples
+}
+
+/// Packets the client host dropped before the link, with a note if any.
+pub(crate) fn host_drops(lab: &Lab, notes: &mut Vec<String>) -> u64 {
+    let drops = lab
+        .in_client(|| tx_dropped(crate::lab::CLIENT_IF))
+        .unwrap_or(0);
+    if drops > 0 {
+        notes.push(format!(
+            "{drops} packets were dropped by the client host before the link (its TUN queue \
+             overflowed: the forwarder fell behind, likely a busy machine); those losses are not the \
+             emulated link's"
+        ));
+    }
+    drops
+}
+
 /// Transmit drops of `interface` in this thread's namespace, from
 /// `/proc/thread-self/net/dev` ("face: rx bytes packets errs drop … tx
 /// bytes packets errs drop …": tx drop is the 12th number).
@@ -542,14 +560,9 @@ fn tx_dropped(interface: &str) -> Option<u64> {
     })
 }
 
-fn sample(
-    at: Duration,
-    info: &TcpInfo,
-    queue: Duration,
-    rate: Option<u64>,
-    link_drops: u64,
-) -> Sample {
-    let queue_bytes = rate.map_or(0, |r| (queue.as_secs_f64() * r as f64 / 8.0) as u64);
+/// The sender's side of a sample from TCP_INFO (the lab's side is added
+/// by [`sample_loop`]).
+fn sample(at: Duration, info: &TcpInfo) -> Sample {
     Sample {
         t_ms: at.as_secs_f64() * 1e3,
         cwnd: info.snd_cwnd,
@@ -557,7 +570,7 @@ fn sample(
         srtt_ms: info.rtt_us as f64 / 1e3,
         rttvar_ms: info.rttvar_us as f64 / 1e3,
         unacked: info.unacked,
-        in_flight: info.in_flight(),
+        in_flight: Some(info.in_flight()),
         ca_state: info.ca_state_name(),
         bytes_acked: info.bytes_acked.unwrap_or(0),
         bytes_retrans: info.bytes_retrans.unwrap_or(0),
@@ -567,9 +580,7 @@ fn sample(
         peer_window: info.snd_wnd,
         probes: info.probes,
         mss: info.snd_mss,
-        queue_delay_ms: queue.as_secs_f64() * 1e3,
-        queue_bytes,
-        link_drops,
+        ..Default::default()
     }
 }
 

@@ -74,7 +74,7 @@ pub fn figure(r: &TransferReport) -> String {
         });
     }
     let cwnd = |s: &Sample| Some(f64::from(s.cwnd));
-    let flight = |s: &Sample| Some(f64::from(s.in_flight));
+    let flight = |s: &Sample| s.in_flight.map(f64::from);
     let ssthresh = |s: &Sample| s.ssthresh.map(f64::from);
     let srtt = |s: &Sample| Some(s.srtt_ms);
     let queue = |s: &Sample| Some(s.queue_delay_ms);
@@ -330,7 +330,7 @@ mod tests {
             .map(|t| Sample {
                 t_ms: t as f64,
                 cwnd: if t < 500 { 10 + t } else { 255 },
-                in_flight: 10,
+                in_flight: Some(10),
                 ssthresh: (t >= 500).then_some(255),
                 ca_state: if (500..600).contains(&t) {
                     "recovery"

@@ -149,16 +149,20 @@ fn mss(r: &TransferReport) -> u64 {
     r.run.samples.last().map_or(1448, |s| u64::from(s.mss))
 }
 
-fn window_rows(w: &WindowLimit) -> [(&'static str, String); 3] {
-    [
-        (
-            "window limit",
-            format!(
-                "{} (link idle while cwnd had room: {} of the time)",
-                if w.limited { "WINDOW-LIMITED" } else { "none" },
-                pct(w.window_bound_share)
-            ),
+fn window_rows(w: &WindowLimit) -> Vec<(&'static str, String)> {
+    let mut rows = vec![(
+        "window limit",
+        format!(
+            "{} (link idle while cwnd had room: {} of the time)",
+            if w.limited { "WINDOW-LIMITED" } else { "none" },
+            pct(w.window_bound_share)
         ),
+    )];
+    if w.largest_flight_bytes == 0 {
+        // QUIC: quinn reports neither bytes in flight nor limit counters.
+        return rows;
+    }
+    rows.extend([
         (
             "most data in flight",
             format!(
@@ -177,7 +181,8 @@ fn window_rows(w: &WindowLimit) -> [(&'static str, String); 3] {
                 w.largest_peer_window.map_or("not reported".into(), mb)
             ),
         ),
-    ]
+    ]);
+    rows
 }
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -231,15 +236,11 @@ pub fn what_this_shows(r: &TransferReport) -> String {
             ss.end_cwnd, ss.end_ms, ss.ended_by
         ));
     }
-    let fast = r
-        .losses
-        .iter()
-        .filter(|l| l.kind == "fast retransmit")
-        .count();
-    let timeouts = r.losses.len() - fast;
+    let timeouts = r.losses.iter().filter(|l| l.kind == "timeout").count();
+    let fast = r.losses.len() - timeouts;
     if fast > 0 {
         phases.push(format!(
-            "{fast} fast-retransmit recover{}",
+            "{fast} loss recover{} without a timeout",
             if fast == 1 { "y" } else { "ies" }
         ));
     }
@@ -311,7 +312,7 @@ pub fn csv(samples: &[Sample]) -> String {
             s.srtt_ms,
             s.rttvar_ms,
             s.unacked,
-            s.in_flight,
+            opt(s.in_flight.map(u64::from)),
             s.ca_state,
             s.bytes_acked,
             s.bytes_retrans,
