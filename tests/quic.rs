@@ -531,3 +531,49 @@ async fn aioquic_client_gets_echo_datagram_and_0rtt() {
     assert_eq!(summary.quic_connections, 2);
     assert_eq!(summary.early_data_accepted, 1);
 }
+
+/// A 0-RTT client has its echo as soon as the server's first flight
+/// arrives, so it can send its Finished and its CONNECTION_CLOSE back to
+/// back; through a link with delay both reach the server in one batch, and
+/// quinn reports "connected" and "closed" together. That connection
+/// succeeded: the server must count a completed handshake and a normal
+/// close, not a failed handshake (the flaky "1 failed handshakes" of
+/// `serve all`, made deterministic by the relay).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_0rtt_client_closing_with_its_finished_is_not_a_failed_handshake() {
+    let server = TestServer::start().await;
+    let relay = support::delaying_udp_relay(server.quic, Duration::from_millis(5)).await;
+    let via_relay = proto::transport::Target {
+        host: "127.0.0.1".into(),
+        port: relay.port(),
+    };
+    let mut opts = ClientQuicOptions::new(&server.trust()).unwrap();
+    opts.server_name = Some("localhost".into());
+    const ROUNDS: u64 = 5;
+    for round in 0..ROUNDS {
+        // Tickets are single-use: a fresh one for every 0-RTT connection.
+        opts.zero_rtt = false;
+        quic::fetch_ticket(&server.quic_target(), &opts, LIMIT)
+            .await
+            .unwrap();
+        opts.zero_rtt = true;
+        let (stream, info) = quic::connect(&via_relay, &opts, LIMIT).await.unwrap();
+        let mut client = StreamClient::new(stream, LIMIT);
+        let reply = client.exchange_line(b"early and gone").await.unwrap();
+        assert_eq!(reply, b"EARLY AND GONE");
+        assert_eq!(info.early_data_offered, Some(true), "round {round}");
+        // FIN, then CONNECTION_CLOSE at once: no waiting for the server.
+        if let Stream::Quic(q) = client.finish().await {
+            q.close();
+        }
+        wait_until("the server has judged both handshakes of the round", || {
+            count(&server.stats.quic_connections) + count(&server.stats.handshake_failures)
+                == 2 * (round + 1)
+        })
+        .await;
+    }
+    let summary = server.stop().await;
+    assert_eq!(summary.handshake_failures, 0, "{summary:?}");
+    assert_eq!(summary.abnormal_closes, 0, "{summary:?}");
+    assert_eq!(summary.early_data_accepted, ROUNDS, "{summary:?}");
+}

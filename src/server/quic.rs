@@ -248,7 +248,13 @@ async fn serve_established(
                         crate::cli::format_duration(limit)
                     );
                 }
-                if connection.close_reason().is_some() {
+                // `done` resolves both when the handshake completes and when
+                // the connection dies first, so ask TLS which it was. Do not
+                // look at `close_reason()`: a client that closes right after
+                // its Finished (a 0-RTT client already has its echo by then)
+                // delivers both in one flight, and quinn reports "connected"
+                // and "closed" in the same breath. That connection succeeded.
+                if !handshake_info(&connection).handshake_complete {
                     // The handshake failed; accept_bi reports why.
                     continue;
                 }
@@ -259,8 +265,18 @@ async fn serve_established(
                 Ok((send, recv)) => {
                     let ctx = ctx.clone();
                     let id = send.id();
+                    let connection = connection.clone();
                     streams.spawn(async move {
-                        let report = session::serve_stream(tokio::io::join(recv, send), &ctx).await;
+                        let mut report = session::serve_stream(tokio::io::join(recv, send), &ctx).await;
+                        // A client may end with CONNECTION_CLOSE instead of
+                        // waiting for each stream's end (its FIN and the close
+                        // often arrive together): its streams then fail with
+                        // "connection lost", but nothing went wrong.
+                        if report.ending.is_some()
+                            && connection.close_reason().as_ref().is_some_and(|e| client_closed(&describe_close(e)))
+                        {
+                            report.ending = None;
+                        }
                         ctx.stats.record_session(&report);
                         ctx.log(format_args!(
                             "quic {peer} stream {}: {}",
@@ -299,7 +315,7 @@ async fn serve_established(
     };
     // Streams in progress get the server's grace period.
     super::finish_connections(streams, ctx.config.grace).await;
-    let normal = ending == "closed by the client";
+    let normal = established && client_closed(&ending);
     if !normal {
         ctx.stats.abnormal_closes.fetch_add(1, Relaxed);
     }
@@ -315,11 +331,7 @@ fn record_handshake(
     ctx: &ServerContext,
 ) {
     ctx.stats.quic_connections.fetch_add(1, Relaxed);
-    let info = connection
-        .handshake_data()
-        .and_then(|d| d.downcast::<QuicHandshakeInfo>().ok())
-        .map(|b| *b)
-        .unwrap_or_default();
+    let info = handshake_info(connection);
     let resumed = info.resumed == Some(true);
     let early = info.early_data_accepted == Some(true);
     if resumed {
@@ -338,10 +350,40 @@ fn record_handshake(
     ));
 }
 
+/// What proto's crypto session saw of this connection's TLS handshake
+/// (empty, and `handshake_complete: false`, before the ClientHello).
+fn handshake_info(connection: &quinn::Connection) -> QuicHandshakeInfo {
+    connection
+        .handshake_data()
+        .and_then(|d| d.downcast::<QuicHandshakeInfo>().ok())
+        .map(|b| *b)
+        .unwrap_or_default()
+}
+
+const CLOSED_BY_CLIENT: &str = "closed by the client";
+const CLOSED_BY_CLIENT_IN_HANDSHAKE: &str =
+    "closed by the client before the handshake was confirmed (its code hidden as APPLICATION_ERROR)";
+
+/// Whether a connection's ending (from [`describe_close`]) is the client's
+/// ordinary close.
+fn client_closed(ending: &str) -> bool {
+    ending == CLOSED_BY_CLIENT || ending == CLOSED_BY_CLIENT_IN_HANDSHAKE
+}
+
 fn describe_close(e: &quinn::ConnectionError) -> String {
     match e {
         quinn::ConnectionError::ApplicationClosed(close) if close.error_code.into_inner() == 0 => {
-            "closed by the client".into()
+            CLOSED_BY_CLIENT.into()
+        }
+        // A client that closes before it has seen HANDSHAKE_DONE sends its
+        // CONNECTION_CLOSE in Handshake packets too, where an application's
+        // error code must not appear (RFC 9000 §10.2.3): it arrives as the
+        // transport error APPLICATION_ERROR (0x0c) with an empty reason. A
+        // 0-RTT client that closes right after its echo does exactly that.
+        quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn::TransportErrorCode::APPLICATION_ERROR =>
+        {
+            CLOSED_BY_CLIENT_IN_HANDSHAKE.into()
         }
         quinn::ConnectionError::TimedOut => "idle timeout: the client went silent".into(),
         quinn::ConnectionError::LocallyClosed => "closed by the server".into(),

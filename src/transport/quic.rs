@@ -74,6 +74,12 @@ pub struct QuicHandshakeInfo {
     pub resumed: Option<bool>,
     /// Server side: the server accepted the client's 0-RTT data.
     pub early_data_accepted: Option<bool>,
+    /// The TLS handshake has finished on this side: a server has received
+    /// and checked the client's Finished. Only this says "handshake done"
+    /// for sure: a connection can be both finished *and* already closed,
+    /// when the client's close arrives in the same flight as its Finished
+    /// (a 0-RTT client that got its echo does exactly that).
+    pub handshake_complete: bool,
 }
 
 /// The server's QUIC configuration: TLS 1.3 with ALPN `proto-echo`,
@@ -738,6 +744,7 @@ impl qcrypto::Session for Observed {
                 Side::Server => Some(self.early_keys.load(Relaxed)),
                 Side::Client => self.inner.early_data_accepted(),
             },
+            handshake_complete: !self.inner.is_handshaking(),
         }))
     }
 
