@@ -238,42 +238,53 @@ impl Latencies {
     /// Counts in `n` buckets of equal width on a log scale between the
     /// smallest and the largest value: the shape of the distribution for a
     /// terminal histogram. Empty when nothing was recorded.
+    ///
+    /// Every recorded value lands in exactly one bucket, so the counts add
+    /// up to [`count`](Self::count), and the largest value is always in the
+    /// last bucket (the tail is the point of the picture).
     pub fn log_buckets(&self, n: usize) -> Vec<Bucket> {
         if self.is_empty() || n == 0 {
             return Vec::new();
         }
-        let lo = self.hist.lowest_equivalent(self.hist.min()).max(1) as f64;
-        let hi = (self.hist.highest_equivalent(self.hist.max()) + 1) as f64;
-        let ratio = (hi / lo).powf(1.0 / n as f64);
+        let lo = self.hist.lowest_equivalent(self.hist.min()).max(1);
+        let top = self.hist.highest_equivalent(self.hist.max());
+        let hi = top.saturating_add(1).max(lo + 1);
+        let ratio = (hi as f64 / lo as f64).powf(1.0 / n as f64);
         let mut edges: Vec<u64> = (0..=n)
-            .map(|i| (lo * ratio.powi(i as i32)) as u64)
+            .map(|i| ((lo as f64 * ratio.powi(i as i32)) as u64).clamp(lo, hi))
             .collect();
-        edges[0] = lo as u64;
-        edges[n] = hi as u64;
-        let mut buckets = Vec::with_capacity(n);
-        for i in 0..n {
-            let (a, b) = (edges[i], edges[i + 1]);
-            let count = if b > a {
-                // count_between is inclusive on both ends: stop one short.
-                self.hist.count_between(a, b - 1)
-            } else {
+        edges[0] = lo;
+        edges[n] = hi;
+        // Rounding must not make the edges go backwards.
+        for i in 1..=n {
+            edges[i] = edges[i].max(edges[i - 1]);
+        }
+        let mut counts = vec![0u64; n];
+        let min_group = self.hist.highest_equivalent(self.hist.min());
+        // Walk HdrHistogram's own buckets (each a range of equivalent
+        // values) and put each whole count into one bar. Splitting by
+        // `count_between` instead counts a range that straddles an edge
+        // twice. A range goes where its highest value falls, except the
+        // minimum's range, which opens the first bar.
+        for v in self.hist.iter_recorded() {
+            let value = v.value_iterated_to();
+            let index = if value == min_group && value != top {
                 0
+            } else {
+                // The last bar whose lower edge is at most `value`.
+                edges[..n]
+                    .partition_point(|&e| e <= value)
+                    .saturating_sub(1)
             };
-            buckets.push(Bucket {
-                low_us: self.us(a),
-                high_us: self.us(b),
-                count,
-            });
+            counts[index] += v.count_at_value();
         }
-        // Values equivalent to several edges can be counted twice; the
-        // total must still be the number recorded, so fix the last bucket.
-        let counted: u64 = buckets.iter().map(|b| b.count).sum();
-        if counted != self.count() {
-            if let Some(last) = buckets.last_mut() {
-                last.count = (last.count + self.count()).saturating_sub(counted);
-            }
-        }
-        buckets
+        (0..n)
+            .map(|i| Bucket {
+                low_us: self.us(edges[i]),
+                high_us: self.us(edges[i + 1]),
+                count: counts[i],
+            })
+            .collect()
     }
 }
 
@@ -452,6 +463,51 @@ mod tests {
         assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 7);
         assert!(b[0].count >= 3, "{b:?}");
         assert!(b.windows(2).all(|w| w[0].high_us <= w[1].low_us + 1e-9));
+    }
+
+    proptest::proptest! {
+        /// Any histogram: the bars hold every value exactly once, and the
+        /// maximum sits in a non-empty last bar whose range contains it.
+        #[test]
+        fn log_buckets_count_everything_and_keep_the_max(
+            values in proptest::collection::vec(1u64..5_000_000_000, 1..300),
+            repeats in proptest::collection::vec(1u64..1000, 1..300),
+            n in 1usize..40,
+            nanos in proptest::bool::ANY,
+        ) {
+            let mut l = Latencies::new(if nanos { Unit::Nanos } else { Unit::Micros });
+            for (v, r) in values.iter().zip(repeats.iter().cycle()) {
+                l.record_nanos_n(*v, *r);
+            }
+            let b = l.log_buckets(n);
+            let s = l.summary();
+            proptest::prop_assert_eq!(b.len(), n);
+            proptest::prop_assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), l.count());
+            let last = b[n - 1];
+            proptest::prop_assert!(last.count > 0, "{:?}", b);
+            proptest::prop_assert!(last.low_us <= s.max_us && s.max_us < last.high_us, "max {} in {:?}", s.max_us, last);
+            // The minimum opens the first bar (unless every value is in
+            // one of HdrHistogram's ranges: then they all share the last).
+            let bars_used = b.iter().filter(|b| b.count > 0).count();
+            proptest::prop_assert!(b[0].count > 0 || bars_used == 1, "{:?}", b);
+            proptest::prop_assert!(b[0].low_us <= s.min_us, "min {} below {:?}", s.min_us, b[0]);
+            proptest::prop_assert!(b.windows(2).all(|w| w[0].high_us == w[1].low_us));
+        }
+    }
+
+    /// The report that found the bug: 100 000 round trips whose bars
+    /// added up to 100 098, "fixed" by zeroing the bar with the maximum.
+    /// Dense values fill HdrHistogram ranges that straddle the bars' edges.
+    #[test]
+    fn the_tail_of_a_real_run_is_not_lost() {
+        let mut l = Latencies::new(Unit::Nanos);
+        for i in 0..100_000u64 {
+            l.record_nanos(40_000 + i * 29); // 40 µs .. 2.94 ms
+        }
+        l.record_nanos(4_490_000);
+        let b = l.log_buckets(12);
+        assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 100_001, "{b:?}");
+        assert_eq!(b[11].count, 1, "the maximum alone in the last bar: {b:?}");
     }
 
     #[test]
