@@ -38,9 +38,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
+        // `proto … | head`: the reader has what it wanted.
+        Err(e) if cmd::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` prints the whole chain: "connecting: connection refused: …"
-            eprintln!("error: {e:#}");
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }

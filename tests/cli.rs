@@ -98,3 +98,38 @@ fn endian_shows_both_byte_orders() {
     assert!(!ok);
     assert!(err.contains("does not fit"), "{err}");
 }
+
+/// Runs proto with stdout a pipe whose reading end is already closed, as
+/// `proto … | head` leaves it once `head` has its lines.
+fn into_closed_pipe(args: &[&str]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(PROTO)
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_any_subcommand_quietly() {
+    let server = common::Server::start(&["tcp", "--port", "0", "--quiet"], 1);
+    let tcp = server.addr("tcp").to_string();
+    for args in [
+        vec!["codec", "encode", "hello"],
+        vec!["endian", "8081"],
+        vec!["client", "tcp", &tcp, "-m", "hello"],
+        vec!["client", "tcp", &tcp, "--count", "100", "--json"],
+        vec!["client", "tcp", &tcp, "--count", "100"],
+        vec!["bench", "--count", "10", "--protocols", "tcp", "--json"],
+    ] {
+        let out = into_closed_pipe(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("panicked") && !stderr.contains("error"),
+            "proto {args:?} into a closed pipe: {:?}\n{stderr}",
+            out.status
+        );
+    }
+}

@@ -29,8 +29,15 @@ pub async fn lines<S: AsyncRead + AsyncWrite + Unpin>(
             if n == 0 {
                 break;
             }
-            stdout.write_all(&buf[..n]).await?;
-            stdout.flush().await?;
+            // A closed stdout (`| head`) ends the session quietly.
+            match stdout.write_all(&buf[..n]).await {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                written => written?,
+            }
+            match stdout.flush().await {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                flushed => flushed?,
+            }
         }
         anyhow::Ok(())
     };
@@ -54,7 +61,9 @@ pub async fn framed<S: AsyncRead + AsyncWrite + Unpin>(
     let mut input = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = input.next_line().await? {
         let reply = client.exchange_frame(line.as_bytes()).await?;
-        print_frame_reply(&reply);
+        if !print_frame_reply(&reply) {
+            break;
+        }
     }
     Ok(())
 }
@@ -66,12 +75,16 @@ pub async fn datagrams(client: &mut impl MessageClient, framed: bool) -> anyhow:
     while let Some(line) = input.next_line().await? {
         if framed {
             match client.exchange_frame(line.as_bytes()).await {
-                Ok(reply) => print_frame_reply(&reply),
+                Ok(reply) if !print_frame_reply(&reply) => break,
+                Ok(_) => {}
                 Err(e) => eprintln!("proto: {e:#}"),
             }
         } else {
             match client.exchange(line.as_bytes()).await {
-                Ok(reply) => println!("{}", String::from_utf8_lossy(&reply)),
+                Ok(reply) if !print_line(format_args!("{}", String::from_utf8_lossy(&reply))) => {
+                    break
+                }
+                Ok(_) => {}
                 Err(e) => eprintln!("proto: {e:#}"),
             }
         }
@@ -79,12 +92,21 @@ pub async fn datagrams(client: &mut impl MessageClient, framed: bool) -> anyhow:
     Ok(())
 }
 
-fn print_frame_reply(reply: &crate::wire::Frame) {
+/// Prints a frame's payload with its id and round trip; false when stdout
+/// is closed (the session then ends quietly).
+fn print_frame_reply(reply: &crate::wire::Frame) -> bool {
     let rtt = super::monotonic_nanos().saturating_sub(reply.timestamp);
-    println!(
+    print_line(format_args!(
         "{}  (frame id {}, round trip {})",
         String::from_utf8_lossy(&reply.payload),
         reply.id,
         crate::cli::format_duration(Duration::from_nanos(rtt))
-    );
+    ))
+}
+
+/// `println!` without the panic: false when stdout is closed.
+fn print_line(line: std::fmt::Arguments) -> bool {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }

@@ -119,12 +119,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .zip(&targets)
             .map(|(r, t)| LoadJson::new(&r.report, r.transport.name(), t))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        println!("{}", comparison_table(&rows));
+        outln!("{}", comparison_table(&rows));
         for r in &rows {
             for e in &r.report.errors {
-                println!("{}: {e}", r.transport.name());
+                outln!("{}: {e}", r.transport.name());
             }
         }
     }

@@ -275,7 +275,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         };
         let failed_hard = exchange.error.is_some() && !matches!(echo, Echo::Datagram(_));
         if !args.json {
-            print_exchange(&exchange, &expected);
+            print_exchange(&exchange, &expected)?;
         }
         exchanges.push(exchange);
         // After a stream error the connection is unusable; UDP goes on.
@@ -323,7 +323,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             sctp: sctp_handshake,
             ok,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -332,11 +332,11 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_exchange(exchange: &Exchange, expected: &[u8]) {
+fn print_exchange(exchange: &Exchange, expected: &[u8]) -> anyhow::Result<()> {
     match (&exchange.reply, &exchange.error) {
-        (Some(reply), _) if exchange.ok => println!("{reply}"),
+        (Some(reply), _) if exchange.ok => outln!("{reply}"),
         (Some(reply), _) => {
-            println!("{reply}");
+            outln!("{reply}");
             eprintln!(
                 "proto: wrong reply to {:?}: expected {:?}, got {:?}",
                 exchange.sent,
@@ -347,6 +347,7 @@ fn print_exchange(exchange: &Exchange, expected: &[u8]) {
         (None, Some(error)) => eprintln!("proto: no reply to {:?}: {error}", exchange.sent),
         (None, None) => {}
     }
+    Ok(())
 }
 
 async fn interactive_session(echo: Echo, args: &ClientArgs) -> anyhow::Result<ExitCode> {

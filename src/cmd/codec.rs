@@ -105,14 +105,14 @@ fn encode(args: EncodeArgs) -> anyhow::Result<ExitCode> {
             "hex": hex::spaced(&bytes).replace(' ', ""),
             "fields": rows,
         });
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        println!("{}", render_dump(&rows));
-        println!(
+        outln!("{}", render_dump(&rows));
+        outln!(
             "{} bytes; every integer big-endian. As one hex string:",
             bytes.len()
         );
-        println!("{}", hex::spaced(&bytes).replace(' ', ""));
+        outln!("{}", hex::spaced(&bytes).replace(' ', ""));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -145,9 +145,9 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
                     "payload": String::from_utf8_lossy(&frame.payload),
                     "fields": rows,
                 });
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                outln!("{}", serde_json::to_string_pretty(&json)?);
             } else {
-                println!("{}", render_dump(&rows));
+                outln!("{}", render_dump(&rows));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -160,7 +160,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
                     "message": err.to_string(),
                     "bytes": [range.start, range.end],
                 });
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                outln!("{}", serde_json::to_string_pretty(&json)?);
             } else {
                 eprint!("{}", render_error(&bytes, &err));
             }
@@ -241,9 +241,9 @@ pub fn endian(args: EndianArgs) -> anyhow::Result<ExitCode> {
     let raw = (value as u128 & ((1u128 << bits) - 1)) as u64;
     let view = endian_view(raw, Some(value.to_string()), bits);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        print!("{}", render_endian(&view));
+        out!("{}", render_endian(&view));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -114,12 +114,12 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
 
 fn print_report(report: &CompareReport, args: &CompareArgs) -> anyhow::Result<()> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
     } else if args.csv {
-        print!("{}", render_csv(report));
+        out!("{}", render_csv(report));
     } else {
-        println!("{}", render_table(report));
-        println!("{}", render_explanation(report));
+        outln!("{}", render_table(report));
+        outln!("{}", render_explanation(report));
     }
     Ok(())
 }

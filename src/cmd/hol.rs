@@ -100,9 +100,9 @@ pub async fn run(args: HolArgs) -> anyhow::Result<ExitCode> {
         results.push(hol::summarize(transport, &replies, lost));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        outln!("{}", serde_json::to_string_pretty(&results)?);
     } else {
-        println!("{}", render(&results, &lab_config, &config));
+        outln!("{}", render(&results, &lab_config, &config));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -110,7 +110,7 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     }
     let label = format!("{} {}", args.transport.name(), target);
     if !args.json {
-        println!("proto client: {}", describe(&label, &config));
+        outln!("proto client: {}", describe(&label, &config));
     }
     let progress = Arc::new(LoadProgress::default());
     let bar = ProgressDisplay::start(&progress, &config, args.transport.name());
@@ -142,15 +142,15 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     let target_text = target.to_string();
     if args.json {
         let json = latency::LoadJson::new(&report, args.transport.name(), &target_text);
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print!("{}", render_text(&report));
+        out!("{}", render_text(&report));
         for (what, path) in [
             ("percentile distribution", &load.hgrm),
             ("chart", &load.plot),
         ] {
             if let Some(p) = path {
-                println!("{what} written to {}", p.display());
+                outln!("{what} written to {}", p.display());
             }
         }
     }

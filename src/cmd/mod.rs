@@ -1,5 +1,46 @@
 //! One file per subcommand: arguments → servers/clients/measurements → output.
 
+use std::io::Write as _;
+
+/// Standard output was closed by its reader (`proto client … --json | head`).
+/// Not a failure: the command stops, `main` exits quietly with success, and
+/// everything on the way out (servers, the lab) is dropped as usual.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+/// Writes `args` to standard output. A closed pipe becomes [`StdoutClosed`]
+/// (instead of `println!`'s panic); other errors are reported.
+pub fn write_stdout(args: std::fmt::Arguments) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
+}
+
+/// Whether `error` only says that standard output was closed.
+pub fn is_stdout_closed(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| e.is::<StdoutClosed>())
+}
+
+/// `print!` that ends the command quietly when stdout is closed (use in a
+/// function returning `anyhow::Result`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cmd::write_stdout(format_args!($($arg)*))?
+    };
+}
+
+/// `println!` that ends the command quietly when stdout is closed.
+macro_rules! outln {
+    () => { $crate::cmd::write_stdout(format_args!("\n"))? };
+    ($($arg:tt)*) => {
+        $crate::cmd::write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 pub mod bench;
 pub mod client;
 pub mod codec;

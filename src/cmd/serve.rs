@@ -152,17 +152,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let identity = if listeners.tls.is_some() || listeners.quic.is_some() {
         let identity = load_identity(&args)?;
         for line in identity.describe() {
-            println!("proto serve: {line}");
+            outln!("proto serve: {line}");
         }
         Some(Arc::new(identity))
     } else {
         None
     };
     if std::env::var_os("SSLKEYLOGFILE").is_some() && identity.is_some() {
-        println!("proto serve: SSLKEYLOGFILE is set: TLS/QUIC session keys are logged there (for Wireshark)");
+        outln!("proto serve: SSLKEYLOGFILE is set: TLS/QUIC session keys are logged there (for Wireshark)");
     }
     for (service, addr) in listeners.addresses() {
-        println!("proto serve: {service} listening on {addr}");
+        outln!("proto serve: {service} listening on {addr}");
     }
     use std::io::Write;
     std::io::stdout().flush()?;
@@ -191,9 +191,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let summary = server::run(listeners, config, shutdown).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("proto serve: {summary}");
+        outln!("proto serve: {summary}");
     }
     Ok(ExitCode::SUCCESS)
 }
