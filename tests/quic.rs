@@ -566,6 +566,11 @@ async fn a_0rtt_client_closing_with_its_finished_is_not_a_failed_handshake() {
         if let Stream::Quic(q) = client.finish().await {
             q.close();
         }
+        // The CONNECTION_CLOSE has left (and its draining period, three
+        // probe timeouts, far longer than the relay's delay, has passed).
+        tokio::time::timeout(LIMIT, opts.endpoint.wait_idle())
+            .await
+            .unwrap();
         wait_until("the server has judged both handshakes of the round", || {
             count(&server.stats.quic_connections) + count(&server.stats.handshake_failures)
                 == 2 * (round + 1)
