@@ -95,10 +95,13 @@ impl NsChild {
         std::thread::Builder::new()
             .name("lab-child".into())
             .spawn(move || {
-                let spawned = ns_fd
-                    .enter()
-                    .and_then(|()| new_pid_namespace_for_children())
-                    .and_then(|()| cmd.spawn());
+                let spawned = ns_fd.enter().and_then(|()| {
+                    // A kernel without PID namespaces: COMMAND runs without
+                    // one, and only the subreaper sweep cleans up after it
+                    // (not after SIGKILL of proto).
+                    let _ = new_pid_namespace_for_children();
+                    cmd.spawn()
+                });
                 let mut child = match spawned {
                     Ok(c) => c,
                     Err(e) => {
@@ -265,7 +268,18 @@ unsafe fn become_init() {
     // The init never execs, so it must not keep the descriptors Command
     // gave it, above all the pipe through which proto learns that COMMAND's
     // exec succeeded (proto waits until every copy of it is closed).
-    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+        // Kernels before 5.9 lack close_range: one by one, up to the limit.
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20) as libc::c_int
+        } else {
+            1024
+        };
+        for fd in 3..top {
+            libc::close(fd);
+        }
+    }
     loop {
         let signal = libc::sigwaitinfo(&waited, std::ptr::null_mut());
         if signal < 0 {
