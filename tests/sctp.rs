@@ -32,12 +32,17 @@ struct SctpServer {
 
 impl SctpServer {
     async fn start() -> SctpServer {
+        SctpServer::start_with(Duration::from_secs(60)).await
+    }
+
+    async fn start_with(idle_timeout: Duration) -> SctpServer {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let stats = Arc::new(ServerStats::default());
         let shutdown = CancellationToken::new();
         let config = ServerConfig {
             quiet: std::env::var_os("PROTO_TEST_LOG").is_none(),
+            idle_timeout,
             ..ServerConfig::default()
         };
         let limiter = Arc::new(proto::server::limits::ConnectionLimiter::new(
@@ -280,6 +285,43 @@ async fn forged_cookies_are_refused_and_the_real_one_accepted() {
     server
         .wait_for("the association", |c| c.associations_now == 1)
         .await;
+    server.stop().await;
+}
+
+/// A peer that goes silent is aborted after the idle timeout: a vanished
+/// client cannot hold an association forever.
+#[tokio::test]
+async fn a_silent_association_is_aborted_after_the_idle_timeout() {
+    let mut server = SctpServer::start_with(Duration::from_millis(300)).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(server.addr).await.unwrap();
+    let (_, server_tag, cookie) = handshake_by_hand(&socket, 5004).await;
+    let echo = wire::encode(
+        5004,
+        wire::ECHO_SCTP_PORT,
+        server_tag,
+        &[OwnedChunk::new(ChunkType::COOKIE_ECHO, 0, cookie)],
+    );
+    socket.send(&echo).await.unwrap();
+    server
+        .wait_for("the association", |c| c.associations_now == 1)
+        .await;
+    server
+        .wait_for("the silent association gone", |c| c.associations_now == 0)
+        .await;
+    // COOKIE-ACK first, then (maybe a HEARTBEAT or two, then) the ABORT.
+    let started = Instant::now();
+    loop {
+        let bytes = recv_packet(&socket).await;
+        if Packet::parse(&bytes)
+            .unwrap()
+            .find(ChunkType::ABORT)
+            .is_some()
+        {
+            break;
+        }
+        assert!(started.elapsed() < LIMIT, "no ABORT for the silent peer");
+    }
     server.stop().await;
 }
 

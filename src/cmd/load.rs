@@ -418,29 +418,34 @@ pub async fn run_load(
         // message is one SCTP user message.
         Transport::Sctp => {
             let opts = crate::transport::sctp::SctpOptions::default();
-            let current: std::sync::Mutex<Option<crate::transport::sctp::ConnectedSctp>> =
+            // Every association, kept to close them gracefully at the end
+            // (SHUTDOWN), so the server does not hold them until its idle timeout.
+            let associations: std::sync::Mutex<Vec<crate::transport::sctp::ConnectedSctp>> =
                 Default::default();
             let connect = |i: usize| {
                 let opts = opts.clone();
-                let current = &current;
+                let associations = &associations;
                 async move {
                     if i.is_multiple_of(streams_per_connection) {
                         let (association, _) =
                             crate::transport::sctp::connect(target, &opts, connect_timeout).await?;
-                        if let Ok(mut c) = current.lock() {
-                            *c = Some(association);
+                        if let Ok(mut all) = associations.lock() {
+                            all.push(association);
                         }
                     }
                     let id = (i % streams_per_connection) as u16;
-                    let stream = current
+                    let stream = associations
                         .lock()
                         .ok()
-                        .and_then(|c| c.as_ref().map(|a| a.stream(id, false)))
+                        .and_then(|all| all.last().map(|a| a.stream(id, false)))
                         .context("no SCTP association to open a stream on")?;
                     Ok::<_, load::BoxError>(stream)
                 }
             };
-            load::task::run_streams(config, connect, progress).await
+            let report = load::task::run_streams(config, connect, progress).await;
+            let all = associations.into_inner().unwrap_or_default();
+            futures_util::future::join_all(all.into_iter().map(|a| a.close(connect_timeout))).await;
+            report
         }
     };
     report.map_err(|e| load_error(e, transport, &target.to_string()))

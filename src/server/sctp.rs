@@ -230,6 +230,8 @@ struct Held {
     shutdown_seen: bool,
     /// The peer sent ABORT.
     aborted: bool,
+    /// When the peer last sent a packet (for the idle timeout).
+    last_heard: Instant,
     /// This association's slot in the server's connection limits.
     _permit: super::limits::ConnectionPermit,
 }
@@ -281,9 +283,11 @@ impl SctpServer {
 
     /// The earliest time a timer of some association fires.
     pub fn next_timeout(&self) -> Option<Instant> {
+        let idle = self.ctx.config.idle_timeout;
         self.held
             .values()
-            .filter_map(|h| h.association.poll_timeout())
+            .flat_map(|h| [h.association.poll_timeout(), Some(h.last_heard + idle)])
+            .flatten()
             .min()
     }
 
@@ -459,6 +463,7 @@ impl SctpServer {
                     closing: false,
                     shutdown_seen: false,
                     aborted: false,
+                    last_heard: now,
                     _permit: permit,
                 },
             );
@@ -539,6 +544,7 @@ impl SctpServer {
         let Some(held) = self.held.get_mut(&tag) else {
             return;
         };
+        held.last_heard = now;
         // Remember per stream whether the peer sends unordered, to answer
         // the same way (the stack does not tell its reader).
         for chunk in &packet.chunks {
@@ -576,6 +582,35 @@ impl SctpServer {
 
     /// Timers that are due, for every association.
     pub fn handle_timeouts(&mut self, now: Instant) {
+        // A peer silent for the idle timeout is gone (crashed, unplugged,
+        // or never meant to come back): ABORT and forget it.
+        let idle = self.ctx.config.idle_timeout;
+        let silent: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, h)| now >= h.last_heard + idle)
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in silent {
+            if let Some(held) = self.held.remove(&tag) {
+                let user_abort = wire::cause::USER_INITIATED_ABORT;
+                self.abort(
+                    held.peer,
+                    held.local_port,
+                    held.remote_port,
+                    held.peer_tag,
+                    user_abort,
+                );
+                self.ctx.stats.abnormal_closes.fetch_add(1, Relaxed);
+                self.ctx.log(format_args!(
+                    "sctp {}: aborted after {} of silence (--idle-timeout), {} messages",
+                    held.peer,
+                    crate::cli::format_duration(idle),
+                    held.messages
+                ));
+            }
+        }
+        self.counters.associations_now = self.held.len() as u64;
         let due: Vec<u32> = self
             .held
             .iter()
