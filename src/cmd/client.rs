@@ -415,14 +415,16 @@ fn print_sctp(h: &transport::sctp::SctpHandshake, info: &ConnectInfo) {
         h.init_attempts,
         if h.init_attempts == 1 { "" } else { "s" }
     );
-    if h.peer_addresses.len() > 1 {
+    // Multi-homing is part of the claim; say plainly that it is not shown.
+    let listed = if h.peer_addresses.is_empty() {
+        "the server listed no extra address".to_string()
+    } else {
         let list: Vec<String> = h.peer_addresses.iter().map(|a| a.to_string()).collect();
-        eprintln!(
-            "proto: the server listed {} addresses ({}) for multi-homing; proto's SCTP stack (sctp-proto) uses one path only",
-            list.len(),
-            list.join(", ")
-        );
-    }
+        format!("the server listed {}", list.join(", "))
+    };
+    eprintln!(
+        "proto: multi-homing: NOT used ({listed}): proto's SCTP stack (sctp-proto) keeps one path per association, so there is no failover"
+    );
 }
 
 /// The short "what was negotiated" report on stderr.

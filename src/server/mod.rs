@@ -154,6 +154,15 @@ pub struct ServerStats {
     pub quic_retries: AtomicU64,
     /// QUIC datagrams held back by the anti-amplification limit.
     pub amplification_drops: AtomicU64,
+    /// SCTP INITs answered with an INIT-ACK and forgotten (stateless).
+    pub sctp_inits_answered: AtomicU64,
+    /// SCTP associations created by a valid COOKIE-ECHO.
+    pub sctp_associations: AtomicU64,
+    /// SCTP COOKIE-ECHOs refused (forged, stale, wrong tag or address).
+    pub sctp_cookies_refused: AtomicU64,
+    /// Packets to the SCTP port dropped: not SCTP, bad checksum, no such
+    /// association.
+    pub sctp_packets_dropped: AtomicU64,
 }
 
 /// What is shared by every task of one server run.
@@ -224,6 +233,14 @@ pub struct ServerSummary {
     pub message_timeouts: u64,
     /// QUIC connection attempts answered with a Retry.
     pub quic_retries: u64,
+    /// SCTP INITs answered with an INIT-ACK and forgotten (stateless).
+    pub sctp_inits_answered: u64,
+    /// SCTP associations created by a valid COOKIE-ECHO.
+    pub sctp_associations: u64,
+    /// SCTP COOKIE-ECHOs refused (forged, stale, wrong tag or address).
+    pub sctp_cookies_refused: u64,
+    /// Packets to the SCTP port dropped (not SCTP, bad checksum, unknown tag).
+    pub sctp_packets_dropped: u64,
 }
 
 impl std::fmt::Display for ServerSummary {
@@ -273,6 +290,16 @@ impl std::fmt::Display for ServerSummary {
                 f,
                 ", {} invalid QUIC datagrams dropped",
                 self.invalid_datagrams
+            )?;
+        }
+        if self.sctp_inits_answered + self.sctp_packets_dropped > 0 {
+            write!(
+                f,
+                "; SCTP: {} INITs answered without keeping state, {} associations from valid cookies, {} cookies refused, {} packets dropped",
+                self.sctp_inits_answered,
+                self.sctp_associations,
+                self.sctp_cookies_refused,
+                self.sctp_packets_dropped
             )?;
         }
         Ok(())
@@ -546,6 +573,10 @@ pub async fn run_observed(
         max_connections: ctx.limiter.max_total(),
         message_timeouts: s.message_timeouts.load(Relaxed),
         quic_retries: s.quic_retries.load(Relaxed),
+        sctp_inits_answered: s.sctp_inits_answered.load(Relaxed),
+        sctp_associations: s.sctp_associations.load(Relaxed),
+        sctp_cookies_refused: s.sctp_cookies_refused.load(Relaxed),
+        sctp_packets_dropped: s.sctp_packets_dropped.load(Relaxed),
     })
 }
 

@@ -331,7 +331,7 @@ impl SctpServer {
 
     fn dropped(&mut self) {
         self.counters.packets_dropped += 1;
-        self.ctx.stats.invalid_datagrams.fetch_add(1, Relaxed);
+        self.ctx.stats.sctp_packets_dropped.fetch_add(1, Relaxed);
     }
 
     /// INIT → INIT-ACK with a signed cookie, keeping nothing.
@@ -375,6 +375,7 @@ impl SctpServer {
             &[OwnedChunk::new(ChunkType::INIT_ACK, 0, value)],
         );
         self.counters.inits_answered += 1;
+        self.ctx.stats.sctp_inits_answered.fetch_add(1, Relaxed);
         self.send(peer, Bytes::from(ack));
     }
 
@@ -388,7 +389,7 @@ impl SctpServer {
                 Ok(o) => o,
                 Err(e) => {
                     self.counters.cookies_refused += 1;
-                    self.ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+                    self.ctx.stats.sctp_cookies_refused.fetch_add(1, Relaxed);
                     self.ctx
                         .log(format_args!("sctp {peer}: COOKIE-ECHO refused: {e}"));
                     if let CookieError::Stale {
@@ -431,6 +432,7 @@ impl SctpServer {
                 Ok(pair) => pair,
                 Err(e) => {
                     self.counters.cookies_refused += 1;
+                    self.ctx.stats.sctp_cookies_refused.fetch_add(1, Relaxed);
                     self.ctx.log(format_args!("sctp {peer}: {e:#}"));
                     self.abort(
                         peer,
@@ -443,6 +445,7 @@ impl SctpServer {
                 }
             };
             self.counters.cookies_accepted += 1;
+            self.ctx.stats.sctp_associations.fetch_add(1, Relaxed);
             self.ctx.stats.connections.fetch_add(1, Relaxed);
             self.ctx.log(format_args!(
                 "sctp {peer}: association up (cookie verified; tags 0x{tag:08x}/0x{peer_tag:08x})"
@@ -573,7 +576,7 @@ impl SctpServer {
                 held.association.handle_event(event);
             }
             _ => {
-                self.counters.packets_dropped += 1;
+                self.dropped();
                 return;
             }
         }
