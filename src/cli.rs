@@ -85,6 +85,16 @@ pub enum Command {
     /// transfer when socket buffers are smaller than the bandwidth-delay
     /// product. Runs in the lab (rootless when possible).
     Transfer(crate::cmd::transfer::TransferArgs),
+    /// Draw one connection as a ladder diagram: every packet, every layer, decrypted.
+    ///
+    /// Runs one connection of a `proto compare` variant across the emulated
+    /// link and shows each packet as an arrow from client to server or
+    /// back, with what it carries: TCP flags and sequence numbers, TLS
+    /// handshake messages, QUIC packets and frames (decrypted with the
+    /// connection's own secrets), the echo text, and what the link did to
+    /// it (dropped, duplicated, reordered). Needs root (the lab); --read
+    /// draws any pcap/pcapng file instead, without root.
+    Trace(crate::cmd::trace::TraceArgs),
 }
 
 impl Command {
@@ -96,6 +106,7 @@ impl Command {
         match self {
             Command::Compare(args) => args.to.is_none() && !args.loopback,
             Command::Lab(_) | Command::Hol(_) | Command::Transfer(_) => true,
+            Command::Trace(args) => args.read.is_none(),
             Command::Bench(args) => args.link.asks_for_link(),
             Command::Serve(_) | Command::Client(_) | Command::Codec(_) | Command::Endian(_) => {
                 false

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             Command::Lab(args) => cmd::lab::run(args).await,
             Command::Hol(args) => cmd::hol::run(args).await,
             Command::Transfer(args) => cmd::transfer::run(args).await,
+            Command::Trace(args) => cmd::trace::run(args).await,
         }
     });
     match result {

@@ -4,10 +4,12 @@
 use crate::lab::args::describe;
 use crate::lab::servers::LabServers;
 use crate::lab::{Lab, LinkArgs};
-use crate::measure::handshake::{measure_variant, Endpoints, Variant, VariantResult};
+use crate::measure::handshake::{
+    endpoints_from, measure_variant, Endpoints, Variant, VariantResult,
+};
 use crate::output::compare::{render_csv, render_explanation, render_table, CompareReport};
 use crate::server::{self, Listeners, ServerConfig};
-use crate::transport::{tls, Target};
+use crate::transport::Target;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -207,29 +209,6 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
 
 /// The round trip of the lab's link when none is given.
 pub const DEFAULT_LAB_RTT: Duration = Duration::from_millis(100);
-
-/// The addresses of bound listeners, as the clients will dial them.
-pub fn endpoints_from(
-    addresses: &[(&'static str, std::net::SocketAddr)],
-    server_name: &str,
-) -> anyhow::Result<Endpoints> {
-    let get = |name: &str| {
-        addresses
-            .iter()
-            .find(|(s, _)| *s == name)
-            .map(|(_, a)| *a)
-            .with_context(|| format!("no {name} listener"))
-    };
-    Ok(Endpoints {
-        tcp: get("tcp")?,
-        udp: get("udp")?,
-        tls: get("tls")?,
-        quic: get("quic")?,
-        sctp: get("sctp")?,
-        server_name: server_name.to_string(),
-        trust: tls::Trust::from_options(None, false)?,
-    })
-}
 
 /// Measures each variant in turn, with a progress bar on a terminal.
 pub async fn measure_all(

@@ -49,6 +49,7 @@ pub mod hol;
 pub mod lab;
 pub mod load;
 pub mod serve;
+pub mod trace;
 pub mod transfer;
 
 /// The trust decision for TLS and QUIC clients (`--ca`, `--insecure`), with

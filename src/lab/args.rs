@@ -205,6 +205,7 @@ impl LinkArgs {
             mtu: self.mtu,
             pcap: None,
             host_buffers: self.host_buffers,
+            tap: None,
         })
     }
 }

@@ -20,6 +20,7 @@
 
 use super::model::{DirectionCounters, LinkModel, Verdict};
 use super::pcap::PcapWriter;
+use super::tap::{LinkEvent, SentFate};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -68,6 +69,8 @@ pub struct Direction {
     pub model: LinkModel,
     pub mtu: usize,
     pub capture: Option<(SharedPcap, CapturePoint)>,
+    /// `proto trace`'s tap: every packet and its fate, and named faults.
+    pub tap: Option<(super::tap::LinkTap, crate::wire::dissect::Dir)>,
     pub shared: Arc<Mutex<DirectionCounters>>,
     /// When the bottleneck will be idle again (see `LinkModel::busy_until`),
     /// published after every batch so others can read the live queue.
@@ -147,7 +150,29 @@ fn run(mut d: Direction) -> DirectionCounters {
             let now = Instant::now();
             last_activity = now;
             capture(&d, CapturePoint::OnArrival, &buf[..len]);
+            if let Some((tap, dir)) = &d.tap {
+                if tap.should_drop(*dir, &buf[..len]) {
+                    tap.record(LinkEvent::Sent {
+                        dir: *dir,
+                        seq: u64::MAX,
+                        at: now,
+                        bytes: buf[..len].to_vec(),
+                        fate: SentFate::Fault,
+                    });
+                    pool.push(buf);
+                    continue;
+                }
+            }
             let arrival = d.model.arrive(now, len);
+            if let Some((tap, dir)) = &d.tap {
+                tap.record(LinkEvent::Sent {
+                    dir: *dir,
+                    seq: arrival.seq,
+                    at: now,
+                    bytes: buf[..len].to_vec(),
+                    fate: SentFate::from_verdict(arrival.verdict),
+                });
+            }
             let (at, copy_at) = match arrival.verdict {
                 Verdict::Lost | Verdict::QueueFull => {
                     pool.push(buf);
@@ -253,6 +278,14 @@ fn deliver(d: &mut Direction, output: RawFd, seq: u64, is_copy: bool, packet: &[
     // client's ACK to a SYN-ACK), and the answer must not precede it in
     // the file.
     capture(d, CapturePoint::OnDelivery, packet);
+    if let Some((tap, dir)) = &d.tap {
+        tap.record(LinkEvent::Delivered {
+            dir: *dir,
+            seq,
+            at: Instant::now(),
+            is_copy,
+        });
+    }
     // SAFETY: packet is a valid readable buffer.
     let n = unsafe { libc::write(output, packet.as_ptr().cast(), packet.len()) };
     if n == packet.len() as isize {

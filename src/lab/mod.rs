@@ -33,6 +33,7 @@ pub mod model;
 pub mod netns;
 pub mod pcap;
 pub mod servers;
+pub mod tap;
 pub mod tun;
 pub mod userns;
 
@@ -75,6 +76,9 @@ pub struct LabConfig {
     pub pcap: Option<PathBuf>,
     /// The hosts' socket-buffer limits (see `buffers.rs`).
     pub host_buffers: buffers::HostBuffers,
+    /// Record every packet and the link's decision about it (`proto trace`),
+    /// and apply faults by name.
+    pub tap: Option<tap::LinkTap>,
 }
 
 impl Default for LabConfig {
@@ -86,6 +90,7 @@ impl Default for LabConfig {
             mtu: 1500,
             pcap: None,
             host_buffers: buffers::HostBuffers::default(),
+            tap: None,
         }
     }
 }
@@ -257,6 +262,10 @@ impl Lab {
                 model: LinkModel::new(config.client_to_server.clone(), config.seed, 0),
                 mtu: config.mtu as usize,
                 capture: pcap.clone().map(|p| (p, CapturePoint::OnArrival)),
+                tap: config
+                    .tap
+                    .clone()
+                    .map(|t| (t, crate::wire::dissect::Dir::ClientToServer)),
                 shared: up,
                 busy_until: up_busy_until,
                 stop: stop.clone(),
@@ -268,6 +277,10 @@ impl Lab {
                 model: LinkModel::new(config.server_to_client.clone(), config.seed, 1),
                 mtu: config.mtu as usize,
                 capture: pcap.map(|p| (p, CapturePoint::OnDelivery)),
+                tap: config
+                    .tap
+                    .clone()
+                    .map(|t| (t, crate::wire::dissect::Dir::ServerToClient)),
                 shared: down,
                 busy_until: down_busy_until,
                 stop,

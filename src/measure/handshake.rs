@@ -390,6 +390,30 @@ pub struct Endpoints {
     pub trust: tls::Trust,
 }
 
+/// The addresses of bound listeners, as the clients will dial them.
+pub fn endpoints_from(
+    addresses: &[(&'static str, SocketAddr)],
+    server_name: &str,
+) -> anyhow::Result<Endpoints> {
+    use anyhow::Context;
+    let get = |name: &str| {
+        addresses
+            .iter()
+            .find(|(s, _)| *s == name)
+            .map(|(_, a)| *a)
+            .with_context(|| format!("no {name} listener"))
+    };
+    Ok(Endpoints {
+        tcp: get("tcp")?,
+        udp: get("udp")?,
+        tls: get("tls")?,
+        quic: get("quic")?,
+        sctp: get("sctp")?,
+        server_name: server_name.to_string(),
+        trust: tls::Trust::from_options(None, false)?,
+    })
+}
+
 /// Echoes sent after the first reply to measure the connection's RTT.
 /// They also keep the connection open for a few round trips, long enough
 /// for TLS 1.3 / QUIC session tickets to arrive for the next connection.

@@ -15,11 +15,14 @@
 //!   state (cwnd, RTT, window) sampled from `TCP_INFO` every millisecond;
 //!   [`phases`] reads slow start, loss responses and window limits from it;
 //!   [`transfer_quic`] does the same over QUIC from quinn's path statistics.
+//! * [`trace`]: one connection's packets, decoded and timed, for a ladder
+//!   diagram (`proto trace`).
 
 pub mod handshake;
 pub mod histogram;
 pub mod hol;
 pub mod load;
 pub mod phases;
+pub mod trace;
 pub mod transfer;
 pub mod transfer_quic;

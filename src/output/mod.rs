@@ -2,6 +2,7 @@
 //!
 //! * [`bytes`]: annotated byte dumps of frames.
 //! * [`latency`]: percentile tables, ASCII histograms, `.hgrm`, JSON of load runs.
+//! * [`ladder`]: the ladder diagram of `proto trace`, as text and SVG.
 //! * [`plot`]: the latency-by-percentile chart as SVG.
 //! * [`transfer`]: `proto transfer`'s table, cwnd sparkline, CSV;
 //!   [`cwnd_plot`] its figure (cwnd, RTT, throughput over time) as SVG.
@@ -9,6 +10,7 @@
 pub mod bytes;
 pub mod compare;
 pub mod cwnd_plot;
+pub mod ladder;
 pub mod latency;
 pub mod plot;
 pub mod transfer;

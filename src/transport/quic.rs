@@ -157,9 +157,19 @@ impl ClientQuicOptions {
         trust: &Trust,
         endpoint: quinn::Endpoint,
     ) -> anyhow::Result<ClientQuicOptions> {
+        let tls = tls::client_config(trust, None, true)?;
+        Self::with_tls(tls, endpoint, trust.is_insecure())
+    }
+
+    /// Like [`ClientQuicOptions::with_endpoint`] with a rustls config you
+    /// made (e.g. with a key log of your own); its session store is replaced.
+    pub fn with_tls(
+        mut tls: rustls::ClientConfig,
+        endpoint: quinn::Endpoint,
+        insecure: bool,
+    ) -> anyhow::Result<ClientQuicOptions> {
         let sessions: Arc<dyn rustls::client::ClientSessionStore> =
             Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
-        let mut tls = tls::client_config(trust, None, true)?;
         tls.resumption = rustls::client::Resumption::store(sessions.clone());
         let tls = Arc::new(tls);
         // A server that accepts an offer of early data counts it, even if
@@ -183,7 +193,7 @@ impl ClientQuicOptions {
             sessions,
             server_name: None,
             zero_rtt: false,
-            insecure: trust.is_insecure(),
+            insecure,
         })
     }
 }

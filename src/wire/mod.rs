@@ -5,11 +5,23 @@
 //! * [`codec`]: the same frame as a `tokio_util` codec for byte streams.
 //! * [`hex`]: hex text for humans and test vectors.
 //! * [`sctp`]: SCTP packets (RFC 9260): common header, chunks, CRC32c.
+//! * [`tcpip`]: IP, TCP and UDP headers (via `etherparse`).
+//! * [`tls`]: TLS records, handshake messages and record protection.
+//! * [`quic`]: QUIC packets, header protection, packet protection, frames.
+//! * [`keylog`]: the NSS key log format (connection secrets).
+//! * [`pcapng`]: capture files, with the secrets inside.
+//! * [`dissect`]: all of the above applied to one conversation.
 
 pub mod codec;
+pub mod dissect;
 pub mod frame;
 pub mod hex;
+pub mod keylog;
+pub mod pcapng;
+pub mod quic;
 pub mod sctp;
+pub mod tcpip;
+pub mod tls;
 
 pub use codec::{FrameCodec, FrameCodecError};
 pub use frame::{Frame, FrameError, FrameType, HEADER_LEN, MAGIC, MAX_PAYLOAD};

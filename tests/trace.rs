@@ -1,0 +1,276 @@
+//! `proto trace` end to end across the lab: for every `proto compare`
+//! variant, the ladder's packets against an independent dissector
+//! (tshark, reading the secrets from the pcapng file itself), the
+//! handshake cost against `proto compare`, the retransmission timers after
+//! a dropped SYN or QUIC Initial, `--read` of a capture, and the SVG.
+
+mod common;
+
+use common::{lab_or_skip, PROTO};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const VARIANTS: [&str; 10] = [
+    "tcp",
+    "tls1.2",
+    "tls1.2-resumed",
+    "tls1.3",
+    "tls1.3-resumed",
+    "tls1.3-0rtt",
+    "tls1.3-0rtt-tfo",
+    "quic",
+    "quic-0rtt",
+    "udp",
+];
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("proto-trace-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `proto trace ARGS --json` and returns the JSON.
+fn trace(certs: &Path, args: &[&str]) -> Value {
+    let out = Command::new(PROTO)
+        .arg("trace")
+        .args(args)
+        .arg("--json")
+        .env("PROTO_CERT_DIR", certs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "proto trace {args:?} failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"))
+}
+
+fn packets(v: &Value) -> &Vec<Value> {
+    v["ladders"][0]["packets"].as_array().expect("a ladder with packets")
+}
+
+/// TCP flag names → the bits tshark prints in `tcp.flags`.
+fn flag_bits(names: &str) -> u32 {
+    names
+        .split(',')
+        .map(|n| match n {
+            "FIN" => 0x01,
+            "SYN" => 0x02,
+            "RST" => 0x04,
+            "PSH" => 0x08,
+            "ACK" => 0x10,
+            "URG" => 0x20,
+            "ECE" => 0x40,
+            "CWR" => 0x80,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn numbers(field: &str) -> Vec<u64> {
+    field
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let s = s.trim();
+            match s.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16).unwrap(),
+                None => s.parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// tshark's view: per frame, (ip.src, tcp.flags, handshake types, QUIC frame types).
+fn tshark(pcap: &Path) -> Vec<(String, Option<u32>, Vec<u64>, Vec<u64>)> {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(pcap)
+        .args([
+            "-T",
+            "fields",
+            "-E",
+            "separator=/t",
+            "-e",
+            "ip.src",
+            "-e",
+            "tcp.flags",
+            "-e",
+            "tls.handshake.type",
+            "-e",
+            "quic.frame_type",
+        ])
+        .output()
+        .expect("tshark is not installed: apt-get install tshark (.ci/run does this)");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let get = |i: usize| f.get(i).copied().unwrap_or("");
+            let flags = numbers(get(1)).first().map(|&b| b as u32);
+            (get(0).to_string(), flags, numbers(get(2)), numbers(get(3)))
+        })
+        .collect()
+}
+
+#[test]
+fn every_variant_agrees_with_tshark_and_with_compare() {
+    if !lab_or_skip("every_variant_agrees_with_tshark_and_with_compare") {
+        return;
+    }
+    let dir = temp_dir("variants");
+    let certs = dir.join("certs");
+    // proto compare's own figures, to check the ladder's handshake cost.
+    let out = Command::new(PROTO)
+        .args(["compare", "--rtt", "60ms", "--runs", "3", "--json"])
+        .env("PROTO_CERT_DIR", &certs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let compare: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut failures = Vec::new();
+    for variant in VARIANTS {
+        let pcap = dir.join(format!("{variant}.pcapng"));
+        let t = trace(
+            &certs,
+            &[variant, "--rtt", "60ms", "--pcap", pcap.to_str().unwrap()],
+        );
+        let ours = packets(&t);
+        let theirs = tshark(&pcap);
+        assert_eq!(
+            ours.len(),
+            theirs.len(),
+            "{variant}: proto and tshark see different numbers of packets"
+        );
+        let mut saw_handshake = false;
+        for (i, (p, (src, flags, hs, frames))) in ours.iter().zip(&theirs).enumerate() {
+            let c2s = p["direction"] == "c2s";
+            assert_eq!(src == "10.77.0.1", c2s, "{variant} packet {i}: direction");
+            if let Some(f) = p["tcp_flags"].as_str() {
+                assert_eq!(Some(flag_bits(f)), *flags, "{variant} packet {i}: TCP flags");
+            }
+            let our_hs: Vec<u64> = p["tls_handshake"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            assert_eq!(&our_hs, hs, "{variant} packet {i}: TLS handshake types");
+            saw_handshake |= !our_hs.is_empty();
+            let our_frames: Vec<u64> = p["quic_frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            assert_eq!(&our_frames, frames, "{variant} packet {i}: QUIC frame types");
+        }
+        if variant != "tcp" && variant != "udp" {
+            assert!(saw_handshake, "{variant}: no TLS handshake message decoded");
+        }
+        // The reply was decrypted: its text is on the ladder.
+        let text = serde_json::to_string(ours).unwrap();
+        assert!(
+            text.contains("HELLO FROM PROTO TRACE"),
+            "{variant}: the echo reply is not shown in clear"
+        );
+        // The handshake cost agrees with proto compare's.
+        let ladder = t["ladders"][0]["handshake_rtts"].as_f64();
+        let theirs = compare["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["protocol"] == variant)
+            .and_then(|v| v["handshake_rtts"].as_f64());
+        match (ladder, theirs) {
+            (Some(a), Some(b)) if (a - b).abs() <= 0.1 => {}
+            other => failures.push(format!("{variant}: ladder vs compare {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "handshake RTTs differ: {failures:?}");
+}
+
+/// Time between the first two packets carrying `name` in direction `dir`.
+fn gap_ms(t: &Value, dir: &str, pick: impl Fn(&Value) -> bool) -> f64 {
+    let times: Vec<f64> = packets(t)
+        .iter()
+        .filter(|p| p["direction"] == dir && pick(p))
+        .map(|p| p["time_ms"].as_f64().unwrap())
+        .collect();
+    assert!(times.len() >= 2, "no retransmission seen: {times:?}");
+    times[1] - times[0]
+}
+
+#[test]
+fn a_dropped_syn_and_a_dropped_initial_show_the_retransmission_timers() {
+    if !lab_or_skip("a_dropped_syn_and_a_dropped_initial_show_the_retransmission_timers") {
+        return;
+    }
+    let dir = temp_dir("faults");
+    let certs = dir.join("certs");
+    // Linux: the initial retransmission timeout is 1 s (RFC 6298 §2.1, TCP_TIMEOUT_INIT).
+    let t = trace(&certs, &["tcp", "--rtt", "60ms", "--drop", "c2s:SYN"]);
+    let first = &packets(&t)[0];
+    assert_eq!(first["fate"], "dropped");
+    assert!(first["labels"][0].as_str().unwrap().starts_with("SYN"));
+    let gap = gap_ms(&t, "c2s", |p| p["tcp_flags"] == "SYN");
+    assert!((900.0..=1100.0).contains(&gap), "SYN retransmitted after {gap} ms, not ~1000");
+    // quinn: initial RTT estimate 333 ms, so the first probe timeout is
+    // 333 + 4 × 333/2 = 999 ms (RFC 9002 §6.2).
+    let t = trace(&certs, &["quic", "--rtt", "60ms", "--drop", "c2s:Initial"]);
+    assert_eq!(packets(&t)[0]["fate"], "dropped");
+    let gap = gap_ms(&t, "c2s", |p| {
+        p["quic_packets"].as_array().unwrap().first() == Some(&Value::from("Initial"))
+            && p["labels"].to_string().contains("ClientHello")
+    });
+    assert!((899.0..=1099.0).contains(&gap), "Initial resent after {gap} ms, not ~999");
+}
+
+#[test]
+fn reading_the_capture_back_draws_the_same_ladder_and_the_svg_renders() {
+    if !lab_or_skip("reading_the_capture_back_draws_the_same_ladder_and_the_svg_renders") {
+        return;
+    }
+    let dir = temp_dir("read");
+    let certs = dir.join("certs");
+    let pcap = dir.join("t.pcapng");
+    let svg = dir.join("t.svg");
+    let live = trace(
+        &certs,
+        &[
+            "tls1.3",
+            "--rtt",
+            "60ms",
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--svg",
+            svg.to_str().unwrap(),
+        ],
+    );
+    let read = trace(&certs, &["--read", pcap.to_str().unwrap()]);
+    let labels = |v: &Value| -> Vec<Value> {
+        packets(v)
+            .iter()
+            .map(|p| serde_json::json!([p["direction"], p["labels"]]))
+            .collect()
+    };
+    assert_eq!(labels(&live), labels(&read));
+    let png = dir.join("t.png");
+    let out = Command::new("rsvg-convert")
+        .arg(&svg)
+        .arg("-o")
+        .arg(&png)
+        .output()
+        .expect("rsvg-convert is not installed: apt-get install librsvg2-bin (.ci/run does this)");
+    assert!(
+        out.status.success(),
+        "the SVG does not render: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+}
