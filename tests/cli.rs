@@ -19,7 +19,7 @@ fn every_subcommand_help_says_what_it_demonstrates() {
     let (ok, top, _) = proto(&["--help"]);
     assert!(ok);
     for sub in [
-        "serve", "client", "codec", "endian", "compare", "lab", "bench", "transfer",
+        "serve", "client", "codec", "endian", "compare", "lab", "bench", "transfer", "trace",
     ] {
         assert!(top.contains(sub), "top-level help lists {sub}");
         let (ok, help, _) = proto(&[sub, "--help"]);
@@ -34,6 +34,7 @@ fn every_subcommand_help_says_what_it_demonstrates() {
         ("serve", "request/response"),
         ("bench", "latency"),
         ("transfer", "bandwidth-delay product"),
+        ("trace", "ladder diagram"),
     ] {
         let (_, help, _) = proto(&[sub, "--help"]);
         assert!(help.contains(idea), "{sub} --help mentions {idea:?}");

@@ -24,6 +24,14 @@ const VARIANTS: [&str; 10] = [
     "udp",
 ];
 
+/// One lab at a time: three labs timing packets at once on a small
+/// machine would disturb each other's clocks.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("proto-trace-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -41,12 +49,17 @@ fn trace(certs: &Path, args: &[&str]) -> Value {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "proto trace {args:?} failed: {stderr}");
+    assert!(
+        out.status.success(),
+        "proto trace {args:?} failed: {stderr}"
+    );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"))
 }
 
 fn packets(v: &Value) -> &Vec<Value> {
-    v["ladders"][0]["packets"].as_array().expect("a ladder with packets")
+    v["ladders"][0]["packets"]
+        .as_array()
+        .expect("a ladder with packets")
 }
 
 /// TCP flag names → the bits tshark prints in `tcp.flags`.
@@ -81,8 +94,10 @@ fn numbers(field: &str) -> Vec<u64> {
         .collect()
 }
 
-/// tshark's view: per frame, (ip.src, tcp.flags, handshake types, QUIC frame types).
-fn tshark(pcap: &Path) -> Vec<(String, Option<u32>, Vec<u64>, Vec<u64>)> {
+/// tshark's view of one frame: ip.src, tcp.flags, handshake types, QUIC frame types.
+type Dissected = (String, Option<u32>, Vec<u64>, Vec<u64>);
+
+fn tshark(pcap: &Path) -> Vec<Dissected> {
     let out = Command::new("tshark")
         .args(["-n", "-r"])
         .arg(pcap)
@@ -123,6 +138,7 @@ fn every_variant_agrees_with_tshark_and_with_compare() {
     if !lab_or_skip("every_variant_agrees_with_tshark_and_with_compare") {
         return;
     }
+    let _one = one_lab();
     let dir = temp_dir("variants");
     let certs = dir.join("certs");
     // proto compare's own figures, to check the ladder's handshake cost.
@@ -131,7 +147,11 @@ fn every_variant_agrees_with_tshark_and_with_compare() {
         .env("PROTO_CERT_DIR", &certs)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let compare: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut failures = Vec::new();
     for variant in VARIANTS {
@@ -152,7 +172,11 @@ fn every_variant_agrees_with_tshark_and_with_compare() {
             let c2s = p["direction"] == "c2s";
             assert_eq!(src == "10.77.0.1", c2s, "{variant} packet {i}: direction");
             if let Some(f) = p["tcp_flags"].as_str() {
-                assert_eq!(Some(flag_bits(f)), *flags, "{variant} packet {i}: TCP flags");
+                assert_eq!(
+                    Some(flag_bits(f)),
+                    *flags,
+                    "{variant} packet {i}: TCP flags"
+                );
             }
             let our_hs: Vec<u64> = p["tls_handshake"]
                 .as_array()
@@ -168,7 +192,10 @@ fn every_variant_agrees_with_tshark_and_with_compare() {
                 .iter()
                 .map(|v| v.as_u64().unwrap())
                 .collect();
-            assert_eq!(&our_frames, frames, "{variant} packet {i}: QUIC frame types");
+            assert_eq!(
+                &our_frames, frames,
+                "{variant} packet {i}: QUIC frame types"
+            );
         }
         if variant != "tcp" && variant != "udp" {
             assert!(saw_handshake, "{variant}: no TLS handshake message decoded");
@@ -179,17 +206,29 @@ fn every_variant_agrees_with_tshark_and_with_compare() {
             text.contains("HELLO FROM PROTO TRACE"),
             "{variant}: the echo reply is not shown in clear"
         );
-        // The handshake cost agrees with proto compare's.
-        let ladder = t["ladders"][0]["handshake_rtts"].as_f64();
+        // The handshake cost agrees with proto compare's. One connection
+        // is one sample: a machine busy elsewhere can delay a packet by
+        // milliseconds, so a variant that misses gets two more tries.
         let theirs = compare["variants"]
             .as_array()
             .unwrap()
             .iter()
             .find(|v| v["protocol"] == variant)
             .and_then(|v| v["handshake_rtts"].as_f64());
-        match (ladder, theirs) {
-            (Some(a), Some(b)) if (a - b).abs() <= 0.1 => {}
-            other => failures.push(format!("{variant}: ladder vs compare {other:?}")),
+        let mut ladder = t["ladders"][0]["handshake_rtts"].as_f64();
+        let agrees =
+            |l: Option<f64>| matches!((l, theirs), (Some(a), Some(b)) if (a - b).abs() <= 0.1);
+        for _ in 0..2 {
+            if agrees(ladder) {
+                break;
+            }
+            let again = trace(&certs, &[variant, "--rtt", "60ms"]);
+            ladder = again["ladders"][0]["handshake_rtts"].as_f64();
+        }
+        if !agrees(ladder) {
+            failures.push(format!(
+                "{variant}: ladder {ladder:?} vs compare {theirs:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "handshake RTTs differ: {failures:?}");
@@ -211,6 +250,7 @@ fn a_dropped_syn_and_a_dropped_initial_show_the_retransmission_timers() {
     if !lab_or_skip("a_dropped_syn_and_a_dropped_initial_show_the_retransmission_timers") {
         return;
     }
+    let _one = one_lab();
     let dir = temp_dir("faults");
     let certs = dir.join("certs");
     // Linux: the initial retransmission timeout is 1 s (RFC 6298 §2.1, TCP_TIMEOUT_INIT).
@@ -219,7 +259,10 @@ fn a_dropped_syn_and_a_dropped_initial_show_the_retransmission_timers() {
     assert_eq!(first["fate"], "dropped");
     assert!(first["labels"][0].as_str().unwrap().starts_with("SYN"));
     let gap = gap_ms(&t, "c2s", |p| p["tcp_flags"] == "SYN");
-    assert!((900.0..=1100.0).contains(&gap), "SYN retransmitted after {gap} ms, not ~1000");
+    assert!(
+        (900.0..=1100.0).contains(&gap),
+        "SYN retransmitted after {gap} ms, not ~1000"
+    );
     // quinn: initial RTT estimate 333 ms, so the first probe timeout is
     // 333 + 4 × 333/2 = 999 ms (RFC 9002 §6.2).
     let t = trace(&certs, &["quic", "--rtt", "60ms", "--drop", "c2s:Initial"]);
@@ -228,7 +271,10 @@ fn a_dropped_syn_and_a_dropped_initial_show_the_retransmission_timers() {
         p["quic_packets"].as_array().unwrap().first() == Some(&Value::from("Initial"))
             && p["labels"].to_string().contains("ClientHello")
     });
-    assert!((899.0..=1099.0).contains(&gap), "Initial resent after {gap} ms, not ~999");
+    assert!(
+        (899.0..=1099.0).contains(&gap),
+        "Initial resent after {gap} ms, not ~999"
+    );
 }
 
 #[test]
@@ -236,6 +282,7 @@ fn reading_the_capture_back_draws_the_same_ladder_and_the_svg_renders() {
     if !lab_or_skip("reading_the_capture_back_draws_the_same_ladder_and_the_svg_renders") {
         return;
     }
+    let _one = one_lab();
     let dir = temp_dir("read");
     let certs = dir.join("certs");
     let pcap = dir.join("t.pcapng");

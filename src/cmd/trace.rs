@@ -54,6 +54,9 @@ pub struct TraceArgs {
     /// TCP Fast Open cookie (resumed and 0-RTT variants).
     #[arg(long)]
     pub all: bool,
+    /// One line per packet: the arrows only, without the per-layer details.
+    #[arg(long)]
+    pub brief: bool,
     /// Print JSON: per ladder, one object per packet (time_ms, direction,
     /// wire_bytes, labels, fate, ...).
     #[arg(long)]
@@ -69,6 +72,10 @@ pub struct TraceArgs {
     /// the release proto builds against); the JSON and pcapng hold the same packets.
     #[arg(long, value_name = "DIR")]
     pub qlog: Option<PathBuf>,
+    /// Echo round trips after the first reply that measure the connection's
+    /// RTT, as `proto compare` does (the RTT unit of the ladder).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub probes: u64,
     /// Give up on the connection after this long.
     #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
     pub timeout: Duration,
@@ -168,6 +175,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
                 faults: args.drop.clone(),
                 all: args.all,
                 timeout: args.timeout,
+                probes: args.probes as usize,
             })
             .await?
         }
@@ -190,7 +198,7 @@ fn write_outputs(trace: &Trace, args: &TraceArgs) -> anyhow::Result<()> {
     } else {
         print!(
             "{}",
-            ladder::render_text(trace, std::io::stdout().is_terminal())
+            ladder::render_text(trace, std::io::stdout().is_terminal(), args.brief)
         );
     }
     Ok(())

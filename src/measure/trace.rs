@@ -151,6 +151,9 @@ pub struct TraceOptions {
     /// Also draw the connection that fetched the ticket or cookie.
     pub all: bool,
     pub timeout: Duration,
+    /// Echoes after the first reply, to measure the connection's own RTT
+    /// as `proto compare` does.
+    pub probes: usize,
 }
 
 /// The message the traced client sends.
@@ -186,9 +189,10 @@ pub async fn trace_live(opts: TraceOptions) -> anyhow::Result<Trace> {
     let timeout = opts.timeout;
     let keys = secrets.clone();
     let tail = configured_rtt + Duration::from_millis(100);
+    let probes = opts.probes;
     servers
         .on_client(move || async move {
-            let r = run_client(variant, &endpoints, keys, timeout).await;
+            let r = run_client(variant, &endpoints, keys, timeout, probes).await;
             // Let the last packets (FIN, ACK, CONNECTION_CLOSE) cross the link.
             tokio::time::sleep(tail).await;
             r
@@ -221,6 +225,7 @@ async fn run_client(
     endpoints: &Endpoints,
     secrets: Arc<MemoryKeyLog>,
     timeout: Duration,
+    probes: usize,
 ) -> anyhow::Result<Instant> {
     use tls::TlsVersion::{V1_2, V1_3};
     let target = |addr: std::net::SocketAddr| Target {
@@ -241,7 +246,7 @@ async fn run_client(
             let tcp = tokio::net::TcpStream::connect(endpoints.tcp).await?;
             tcp.set_nodelay(true)?;
             let mut client = StreamClient::new(Stream::Tcp(tcp), timeout);
-            client.exchange_line(MESSAGE).await?;
+            echoes(&mut client, probes).await?;
             client.finish_and_drain(timeout).await;
             Ok(start)
         }
@@ -249,9 +254,10 @@ async fn run_client(
             let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
             socket.connect(endpoints.udp).await?;
             let start = Instant::now();
-            DatagramClient::new(socket, timeout)
-                .exchange(MESSAGE)
-                .await?;
+            let mut client = DatagramClient::new(socket, timeout);
+            for _ in 0..=probes {
+                client.exchange(MESSAGE).await?;
+            }
             Ok(start)
         }
         Variant::Sctp => {
@@ -282,7 +288,7 @@ async fn run_client(
             let start = Instant::now();
             let (stream, _) = quic::connect(&t, &opts, timeout).await?;
             let mut client = StreamClient::new(stream, timeout);
-            client.exchange_line(MESSAGE).await?;
+            echoes(&mut client, probes).await?;
             let stream = client.finish_and_drain(timeout).await;
             if let Stream::Quic(q) = &stream {
                 q.close();
@@ -313,7 +319,7 @@ async fn run_client(
                     tls::connect(&t, &opts, timeout).await?
                 };
                 let mut client = StreamClient::new(stream, timeout);
-                client.exchange_line(MESSAGE).await?;
+                echoes(&mut client, probes).await?;
                 client.finish_and_drain(timeout).await;
                 anyhow::Ok(())
             };
@@ -325,6 +331,17 @@ async fn run_client(
             Ok(start)
         }
     }
+}
+
+/// The first echo, then `probes` more for the RTT.
+async fn echoes<S>(client: &mut StreamClient<S>, probes: usize) -> anyhow::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    for _ in 0..=probes {
+        client.exchange_line(MESSAGE).await?;
+    }
+    Ok(())
 }
 
 /// Turns the tap's events into ladders, one per conversation.
@@ -572,7 +589,30 @@ fn ladder_from(
             .map(|p| answer - p.time_ms)
             .reduce(f64::min)
     });
-    let rtt_ms = link_rtt_ms.or(first_exchange);
+    // proto compare's RTT: the median echo round trip after the first.
+    let requests: Vec<f64> = packets
+        .iter()
+        .filter(|p| p.direction == Dir::ClientToServer && p.app_data && !p.retransmission)
+        .map(|p| p.time_ms)
+        .collect();
+    let replies: Vec<f64> = packets
+        .iter()
+        .filter(|p| p.direction == Dir::ServerToClient && p.app_data && !p.retransmission)
+        .filter_map(&at_client)
+        .collect();
+    let mut echo_rtts: Vec<f64> = requests
+        .iter()
+        .zip(&replies)
+        .skip(1)
+        .map(|(q, r)| r - q)
+        .filter(|d| *d > 0.0)
+        .collect();
+    echo_rtts.sort_by(f64::total_cmp);
+    let echo_rtt = echo_rtts
+        .get(echo_rtts.len() / 2)
+        .copied()
+        .filter(|_| !echo_rtts.is_empty());
+    let rtt_ms = echo_rtt.or(link_rtt_ms).or(first_exchange);
     let mut phases = Vec::new();
     let rtts = |span: f64| rtt_ms.filter(|r| *r > 0.0).map(|r| span / r);
     let mut phase = |name: &str, start: Option<f64>, end: Option<f64>| {

@@ -19,6 +19,7 @@ const ARROW: usize = WIDTH - LEFT - RIGHT;
 
 struct Paint {
     on: bool,
+    brief: bool,
 }
 
 impl Paint {
@@ -164,9 +165,10 @@ fn fmt_ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1}")).unwrap_or_default()
 }
 
-/// The whole trace as terminal text.
-pub fn render_text(trace: &Trace, color: bool) -> String {
-    let paint = Paint { on: color };
+/// The whole trace as terminal text; `brief` leaves out the per-layer
+/// lines under each arrow (one line per packet).
+pub fn render_text(trace: &Trace, color: bool, brief: bool) -> String {
+    let paint = Paint { on: color, brief };
     let mut out = String::new();
     for ladder in &trace.ladders {
         render_ladder(&mut out, trace, ladder, &paint);
@@ -220,8 +222,8 @@ fn render_ladder(out: &mut String, trace: &Trace, ladder: &Ladder, paint: &Paint
     for p in rows {
         let t = client_time(p, ladder.rtt_ms);
         while let Some(ph) = phases.get(next_phase) {
-            if ph.end_ms > t + 1e-9 {
-                break;
+            if ph.end_ms >= t - 1e-9 {
+                break; // shown after the packet that ends it
             }
             phase_line(out, ph, paint);
             next_phase += 1;
@@ -252,6 +254,9 @@ fn render_ladder(out: &mut String, trace: &Trace, ladder: &Ladder, paint: &Paint
             paint.wrap(colour, &arrow(p)),
             fmt_ms(right)
         );
+        if paint.brief {
+            continue;
+        }
         let mut details: Vec<String> = p.labels.iter().filter(|l| !l.is_empty()).cloned().collect();
         details.push(format!("{} B on the wire", p.wire_bytes));
         if let Some(why) = &p.fate_detail {
@@ -565,7 +570,7 @@ mod tests {
             keylog: Default::default(),
             raw: Vec::new(),
         };
-        let text = render_text(&trace, false);
+        let text = render_text(&trace, false, false);
         for line in text.lines() {
             assert!(line.chars().count() <= WIDTH, "too wide: {line:?}");
         }
@@ -573,7 +578,7 @@ mod tests {
         assert!(text.contains('✗'), "{text}");
         assert!(text.contains("▶┤") && text.contains("├◀"), "{text}");
         assert!(text.contains("TCP handshake done"), "{text}");
-        assert!(render_text(&trace, true).contains("\x1b[31m"));
+        assert!(render_text(&trace, true, false).contains("\x1b[31m"));
         let svg = render_svg(&trace);
         assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("TCP handshake: 1.00 RTT"), "{svg}");
