@@ -74,7 +74,7 @@ pub struct TraceArgs {
     pub qlog: Option<PathBuf>,
     /// Echo round trips after the first reply that measure the connection's
     /// RTT, as `proto compare` does (the RTT unit of the ladder).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=20))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=20))]
     pub probes: u64,
     /// Give up on the connection after this long.
     #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]

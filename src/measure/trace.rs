@@ -600,18 +600,14 @@ fn ladder_from(
         .filter(|p| p.direction == Dir::ServerToClient && p.app_data && !p.retransmission)
         .filter_map(&at_client)
         .collect();
-    let mut echo_rtts: Vec<f64> = requests
+    let echo_rtts: Vec<f64> = requests
         .iter()
         .zip(&replies)
         .skip(1)
         .map(|(q, r)| r - q)
         .filter(|d| *d > 0.0)
         .collect();
-    echo_rtts.sort_by(f64::total_cmp);
-    let echo_rtt = echo_rtts
-        .get(echo_rtts.len() / 2)
-        .copied()
-        .filter(|_| !echo_rtts.is_empty());
+    let echo_rtt = crate::measure::handshake::median(&echo_rtts);
     let rtt_ms = echo_rtt.or(link_rtt_ms).or(first_exchange);
     let mut phases = Vec::new();
     let rtts = |span: f64| rtt_ms.filter(|r| *r > 0.0).map(|r| span / r);
