@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const VARIANTS: [&str; 10] = [
+const VARIANTS: [&str; 11] = [
     "tcp",
     "tls1.2",
     "tls1.2-resumed",
@@ -22,6 +22,7 @@ const VARIANTS: [&str; 10] = [
     "quic",
     "quic-0rtt",
     "udp",
+    "sctp",
 ];
 
 /// One lab at a time: three labs timing packets at once on a small
@@ -94,14 +95,18 @@ fn numbers(field: &str) -> Vec<u64> {
         .collect()
 }
 
-/// tshark's view of one frame: ip.src, tcp.flags, handshake types, QUIC frame types.
-type Dissected = (String, Option<u32>, Vec<u64>, Vec<u64>);
+/// tshark's view of one frame: ip.src, tcp.flags, handshake types, QUIC
+/// frame types, SCTP chunk types.
+type Dissected = (String, Option<u32>, Vec<u64>, Vec<u64>, Vec<u64>);
 
 fn tshark(pcap: &Path) -> Vec<Dissected> {
     let out = Command::new("tshark")
         .args(["-n", "-r"])
         .arg(pcap)
         .args([
+            // SCTP over UDP (RFC 6951) on its registered port.
+            "-d",
+            "udp.port==9899,sctp",
             "-T",
             "fields",
             "-E",
@@ -114,6 +119,8 @@ fn tshark(pcap: &Path) -> Vec<Dissected> {
             "tls.handshake.type",
             "-e",
             "quic.frame_type",
+            "-e",
+            "sctp.chunk_type",
         ])
         .output()
         .expect("tshark is not installed: apt-get install tshark (.ci/run does this)");
@@ -128,7 +135,13 @@ fn tshark(pcap: &Path) -> Vec<Dissected> {
             let f: Vec<&str> = line.split('\t').collect();
             let get = |i: usize| f.get(i).copied().unwrap_or("");
             let flags = numbers(get(1)).first().map(|&b| b as u32);
-            (get(0).to_string(), flags, numbers(get(2)), numbers(get(3)))
+            (
+                get(0).to_string(),
+                flags,
+                numbers(get(2)),
+                numbers(get(3)),
+                numbers(get(4)),
+            )
         })
         .collect()
 }
@@ -168,7 +181,7 @@ fn every_variant_agrees_with_tshark_and_with_compare() {
             "{variant}: proto and tshark see different numbers of packets"
         );
         let mut saw_handshake = false;
-        for (i, (p, (src, flags, hs, frames))) in ours.iter().zip(&theirs).enumerate() {
+        for (i, (p, (src, flags, hs, frames, chunks))) in ours.iter().zip(&theirs).enumerate() {
             let c2s = p["direction"] == "c2s";
             assert_eq!(src == "10.77.0.1", c2s, "{variant} packet {i}: direction");
             if let Some(f) = p["tcp_flags"].as_str() {
@@ -196,8 +209,18 @@ fn every_variant_agrees_with_tshark_and_with_compare() {
                 &our_frames, frames,
                 "{variant} packet {i}: QUIC frame types"
             );
+            let our_chunks: Vec<u64> = p["sctp_chunks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                &our_chunks, chunks,
+                "{variant} packet {i}: SCTP chunk types"
+            );
         }
-        if variant != "tcp" && variant != "udp" {
+        if !["tcp", "udp", "sctp"].contains(&variant) {
             assert!(saw_handshake, "{variant}: no TLS handshake message decoded");
         }
         // The reply was decrypted: its text is on the ladder.

@@ -263,11 +263,16 @@ async fn run_client(
         Variant::Sctp => {
             use crate::transport::sctp;
             let start = Instant::now();
-            let (association, _) =
-                sctp::connect(&target(endpoints.sctp), &sctp::SctpOptions::default(), timeout)
-                    .await?;
+            let (association, _) = sctp::connect(
+                &target(endpoints.sctp),
+                &sctp::SctpOptions::default(),
+                timeout,
+            )
+            .await?;
             let mut stream = association.stream(0, false);
-            stream.exchange(MESSAGE, timeout).await?;
+            for _ in 0..=probes {
+                stream.exchange(MESSAGE, timeout).await?;
+            }
             drop(stream);
             association.close(timeout).await;
             Ok(start)
