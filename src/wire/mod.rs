@@ -4,11 +4,13 @@
 //!   big-endian header and a payload.
 //! * [`codec`]: the same frame as a `tokio_util` codec for byte streams.
 //! * [`hex`]: hex text for humans and test vectors.
+//! * [`limits`]: protocol limits and the default ports.
 //! * [`sctp`]: SCTP packets (RFC 9260): common header, chunks, CRC32c.
 
 pub mod codec;
 pub mod frame;
 pub mod hex;
+pub mod limits;
 pub mod sctp;
 
 pub use codec::{FrameCodec, FrameCodecError};
