@@ -1,9 +1,9 @@
 //! The command line itself: help texts, `proto codec`, `proto endian`.
 
-mod common;
+mod support;
 
-use common::{run_with_input, PROTO};
 use std::process::Command;
+use support::{run_with_input, PROTO};
 
 fn proto(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(PROTO).args(args).output().unwrap();
@@ -115,7 +115,7 @@ fn into_closed_pipe(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_closed_stdout_ends_any_subcommand_quietly() {
-    let server = common::Server::start(&["tcp", "--port", "0", "--quiet"], 1);
+    let server = support::Server::start(&["tcp", "--port", "0", "--quiet"], 1);
     let tcp = server.addr("tcp").to_string();
     for args in [
         vec!["codec", "encode", "hello"],

@@ -2,10 +2,10 @@
 //! emulated link, the JSON and CSV outputs, loopback, and
 //! `--to` against a server started separately.
 
-mod common;
+mod support;
 
-use common::{lab_or_skip, Server, PROTO};
 use std::process::Command;
+use support::{lab_or_skip, Server, PROTO};
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("proto-compare-{tag}-{}", std::process::id()));

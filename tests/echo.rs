@@ -1,13 +1,13 @@
 //! The TCP and UDP uppercase echo, end to end: the real binary on an
 //! ephemeral port, driven by our client, by raw sockets and by `nc`.
 
-mod common;
+mod support;
 
-use common::{nc, run_with_input, Server, PROTO};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::{nc, run_with_input, Server, PROTO};
 
 fn tcp_server(extra: &[&str]) -> Server {
     let mut args = vec!["tcp", "--port", "0"];

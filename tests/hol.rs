@@ -2,10 +2,10 @@
 //! stream on TCP (one ordered byte stream) but only its own on QUIC and on
 //! SCTP (claim C12: multi-streaming).
 
-mod common;
+mod support;
 
-use common::lab_or_skip;
 use std::process::Command;
+use support::lab_or_skip;
 
 #[test]
 fn a_loss_stalls_all_streams_on_tcp_and_one_on_quic() {

@@ -10,7 +10,7 @@
 //! programs hogging the CPUs can delay packets by milliseconds, which says
 //! nothing about the emulator; a real timing bug fails every attempt.
 
-mod common;
+mod support;
 
 use proto::lab::{pcap, Lab, LabConfig, LinkConfig, LossModel};
 use std::collections::{BTreeSet, HashSet};
@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 
-/// Some(guard) when the lab can run here (see `common::lab_or_skip`); the
+/// Some(guard) when the lab can run here (see `support::lab_or_skip`); the
 /// guard makes the lab tests of this file run one at a time.
 fn lab_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
-    if !common::lab_or_skip(test) {
+    if !support::lab_or_skip(test) {
         return None;
     }
     Some(LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner()))

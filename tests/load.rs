@@ -2,9 +2,8 @@
 //! on port 0, and the load generator's library API against test servers
 //! that misbehave on purpose (a stall, a lossy path).
 
-mod common;
+mod support;
 
-use common::lab_or_skip;
 use proto::measure::histogram::Unit;
 use proto::measure::load::{self, blocking, task, LoadConfig, LoadProgress, Stop};
 use proto::server::{self, bind_tcp, bind_udp, Listeners, ServerConfig};
@@ -12,6 +11,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
+use support::lab_or_skip;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -671,7 +671,7 @@ async fn udp_across_the_lab(
     use proto::lab::servers::LabServers;
     use proto::lab::LabConfig;
     use proto::transport::{certs::CertDir, tls::Trust, Target, Transport};
-    if !common::lab_or_skip(test) {
+    if !support::lab_or_skip(test) {
         return None;
     }
     let mut lab = LabConfig::symmetric(link);

@@ -127,7 +127,7 @@ async fn quic_datagrams_are_echoed_uppercased() {
 async fn quic_resumption_is_accepted_by_the_server() {
     let server = TestServer::start().await;
     let opts = ClientQuicOptions::new(&server.trust()).unwrap();
-    let first = quic::fetch_ticket(&server.quic_target(), &opts, LIMIT)
+    let first = proto::client::resume::fetch_quic_ticket(&server.quic_target(), &opts, LIMIT)
         .await
         .unwrap();
     assert_eq!(first.resumed, Some(false));
@@ -146,7 +146,7 @@ async fn quic_resumption_is_accepted_by_the_server() {
 async fn quic_zero_rtt_is_accepted_by_the_server() {
     let server = TestServer::start().await;
     let mut opts = ClientQuicOptions::new(&server.trust()).unwrap();
-    quic::fetch_ticket(&server.quic_target(), &opts, LIMIT)
+    proto::client::resume::fetch_quic_ticket(&server.quic_target(), &opts, LIMIT)
         .await
         .unwrap();
     opts.zero_rtt = true;
@@ -447,7 +447,7 @@ async fn zero_rtt_a_server_rejects_is_reported_as_rejected() {
     .await;
     let mut opts = ClientQuicOptions::new(&first.trust()).unwrap();
     opts.server_name = Some("localhost".into());
-    quic::fetch_ticket(&first.quic_target(), &opts, LIMIT)
+    proto::client::resume::fetch_quic_ticket(&first.quic_target(), &opts, LIMIT)
         .await
         .unwrap();
     opts.zero_rtt = true;
@@ -553,7 +553,7 @@ async fn a_0rtt_client_closing_with_its_finished_is_not_a_failed_handshake() {
     for round in 0..ROUNDS {
         // Tickets are single-use: a fresh one for every 0-RTT connection.
         opts.zero_rtt = false;
-        quic::fetch_ticket(&server.quic_target(), &opts, LIMIT)
+        proto::client::resume::fetch_quic_ticket(&server.quic_target(), &opts, LIMIT)
             .await
             .unwrap();
         opts.zero_rtt = true;

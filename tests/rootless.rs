@@ -11,7 +11,7 @@
 //! Like the other lab tests they skip without root unless
 //! `PROTO_LAB_REQUIRED=1` (CI), where skipping is a failure.
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -38,7 +38,7 @@ struct Nobody {
 impl Nobody {
     /// None (after a skip message) where the test cannot run.
     fn setup(test: &str) -> Option<Nobody> {
-        if !common::lab_or_skip(test) {
+        if !support::lab_or_skip(test) {
             return None;
         }
         // SAFETY: geteuid is always safe.
@@ -61,8 +61,8 @@ impl Nobody {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         // The build directory may sit where "nobody" cannot enter.
         let bin = dir.join("proto");
-        if std::fs::hard_link(common::PROTO, &bin).is_err() {
-            std::fs::copy(common::PROTO, &bin).unwrap();
+        if std::fs::hard_link(support::PROTO, &bin).is_err() {
+            std::fs::copy(support::PROTO, &bin).unwrap();
         }
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let home = dir.join("home");

@@ -5,7 +5,7 @@
 //! The usrsctp and tshark tests skip with a message when those programs are
 //! missing, unless `PROTO_INTEROP_REQUIRED=1` (CI) makes that a failure.
 
-mod common;
+mod support;
 
 use proto::client::{MessageClient, SctpClient};
 use proto::server::sctp::{serve_observed, SctpCounters};
@@ -670,7 +670,7 @@ async fn proto_client_talks_to_usrsctp_echo_server() {
 /// (root: CI), captured with `proto lab --pcap`.
 #[test]
 fn tshark_dissects_proto_sctp_without_errors() {
-    if !common::lab_or_skip("tshark_dissects_proto_sctp_without_errors") {
+    if !support::lab_or_skip("tshark_dissects_proto_sctp_without_errors") {
         return;
     }
     assert!(
@@ -682,13 +682,13 @@ fn tshark_dissects_proto_sctp_without_errors() {
     );
     let pcap = std::env::temp_dir().join(format!("proto-sctp-{}.pcap", std::process::id()));
     let big = "z".repeat(5000); // fragmented into several DATA chunks: B … E
-    let status = std::process::Command::new(common::PROTO)
+    let status = std::process::Command::new(support::PROTO)
         .args(["lab", "--rtt", "2ms", "--pcap"])
         .arg(&pcap)
         .args(["--", "sh", "-c"])
         .arg(format!(
             "'{}' client sctp $PROTO_LAB_SERVER --streams 2 -m hello -m {big}",
-            common::PROTO
+            support::PROTO
         ))
         .status()
         .unwrap();

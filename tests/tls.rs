@@ -151,7 +151,7 @@ async fn openssl_s_client_tls12_gets_an_echo() {
 async fn resumption(version: Option<TlsVersion>) {
     let server = TestServer::start().await;
     let opts = ClientTlsOptions::new(&server.trust(), version).unwrap();
-    let first = tls::fetch_ticket(&server.tls_target(), &opts, LIMIT)
+    let first = proto::client::resume::fetch_tls_ticket(&server.tls_target(), &opts, LIMIT)
         .await
         .unwrap();
     assert_eq!(first.resumed, Some(false));
@@ -177,7 +177,7 @@ async fn tls12_resumption_is_accepted_by_the_server() {
 async fn tls13_zero_rtt_is_accepted_by_the_server() {
     let server = TestServer::start().await;
     let mut opts = ClientTlsOptions::new(&server.trust(), None).unwrap();
-    tls::fetch_ticket(&server.tls_target(), &opts, LIMIT)
+    proto::client::resume::fetch_tls_ticket(&server.tls_target(), &opts, LIMIT)
         .await
         .unwrap();
     opts.early_data = true;
@@ -482,7 +482,7 @@ async fn early_data_a_server_rejects_is_resent_after_the_handshake() {
     .await;
     let mut opts = ClientTlsOptions::new(&first.trust(), None).unwrap();
     opts.server_name = Some("localhost".into());
-    tls::fetch_ticket(&first.tls_target(), &opts, LIMIT)
+    proto::client::resume::fetch_tls_ticket(&first.tls_target(), &opts, LIMIT)
         .await
         .unwrap();
     opts.early_data = true;

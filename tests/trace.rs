@@ -4,12 +4,12 @@
 //! handshake cost against `proto compare`, the retransmission timers after
 //! a dropped SYN or QUIC Initial, `--read` of a capture, and the SVG.
 
-mod common;
+mod support;
 
-use common::{lab_or_skip, PROTO};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::{lab_or_skip, PROTO};
 
 const VARIANTS: [&str; 11] = [
     "tcp",

@@ -3,12 +3,12 @@
 //! bottleneck. Each test runs one short transfer; they take turns (a lock),
 //! because two bulk transfers at once would share the CPUs that carry both.
 
-mod common;
+mod support;
 
-use common::lab_or_skip;
 use serde_json::Value;
 use std::process::Command;
 use std::sync::Mutex;
+use support::lab_or_skip;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 

@@ -95,12 +95,12 @@ pub async fn datagrams(client: &mut impl MessageClient, framed: bool) -> anyhow:
 /// Prints a frame's payload with its id and round trip; false when stdout
 /// is closed (the session then ends quietly).
 fn print_frame_reply(reply: &crate::wire::Frame) -> bool {
-    let rtt = super::monotonic_nanos().saturating_sub(reply.timestamp);
+    let rtt = crate::units::monotonic_nanos().saturating_sub(reply.timestamp);
     print_line(format_args!(
         "{}  (frame id {}, round trip {})",
         String::from_utf8_lossy(&reply.payload),
         reply.id,
-        crate::cli::format_duration(Duration::from_nanos(rtt))
+        crate::units::format_duration(Duration::from_nanos(rtt))
     ))
 }
 

@@ -6,22 +6,15 @@
 //! * [`interactive`]: stdin → server → stdout, like `nc`.
 
 pub mod interactive;
+pub mod resume;
 
+use crate::units::monotonic_nanos;
 use crate::wire::{Frame, FrameCodec, FrameCodecError, FrameType};
 use anyhow::{bail, Context};
 use bytes::BytesMut;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
-
-/// Nanoseconds on a monotonic clock that starts when the process does: what
-/// the framed client puts in the timestamp field, so that `now - timestamp`
-/// of a reply is its round-trip time.
-pub fn monotonic_nanos() -> u64 {
-    use std::sync::OnceLock;
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
 
 /// A request/response client over one byte stream.
 pub struct StreamClient<S> {
@@ -101,7 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> StreamClient<S> {
             Ok(Err(e)) => Err(anyhow::Error::new(e).context("receiving")),
             Err(_) => bail!(
                 "no reply within {} (--timeout waits longer)",
-                crate::cli::format_duration(self.timeout)
+                crate::units::format_duration(self.timeout)
             ),
         }
     }
@@ -262,7 +255,7 @@ impl DatagramClient {
             socket,
             ids: FrameIds(1),
             timeout,
-            buf: vec![0u8; crate::server::udp::MAX_DATAGRAM + 1],
+            buf: vec![0u8; crate::wire::limits::MAX_UDP_PAYLOAD + 1],
         }
     }
 
@@ -288,7 +281,7 @@ impl DatagramClient {
             Ok(Err(e)) => Err(self.explain(e)),
             Err(_) => bail!(
                 "no reply within {}: UDP does not retransmit, so a lost datagram (or no server) looks like this; is 'proto serve udp' running on {}?",
-                crate::cli::format_duration(self.timeout),
+                crate::units::format_duration(self.timeout),
                 self.peer()
             ),
         }

@@ -6,17 +6,17 @@
 //! turn, and the table puts p50/p99/p99.9 and throughput side by side, with
 //! each transport's ratio to TCP's.
 
-use crate::cli::{parse_duration, parse_rate, parse_size};
-use crate::cmd::load::{healthy, run_load, validate, ProgressDisplay, Security};
+use crate::cmd::link_args::LinkArgs;
+use crate::cmd::load::{healthy, run_load, validate, Security};
 use crate::lab::servers::LabServers;
-use crate::lab::LinkArgs;
 use crate::measure::histogram::Unit;
 use crate::measure::load::{LoadConfig, LoadProgress, LoadReport, Stop};
-use crate::output::latency::{format_us, LoadJson};
+use crate::output::latency::LoadJson;
+use crate::output::progress::ProgressDisplay;
 use crate::server::{self, Listeners, ServerConfig};
 use crate::transport::{tls, Target, Transport};
+use crate::units::{parse_duration, parse_request_rate, parse_size};
 use anyhow::bail;
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,7 +56,7 @@ pub struct BenchArgs {
     pub warmup: Duration,
     /// Open loop at this many requests per second (latency corrected for
     /// coordinated omission). Default: closed loop.
-    #[arg(long, value_parser = parse_rate, value_name = "R/s")]
+    #[arg(long, value_parser = parse_request_rate, value_name = "R/s")]
     pub request_rate: Option<f64>,
     /// UDP: a reply not back within this long counts as lost.
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
@@ -94,7 +94,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .await;
         let (_, counters) = servers.stop().await?;
         // On stderr even with --json: stdout stays one clean JSON document.
-        eprintln!("{}", crate::cmd::lab::counters_table(&counters));
+        eprintln!("{}", crate::output::link::counters_table(&counters));
         (result??, addresses)
     } else {
         // In-process servers on loopback, each on a free port.
@@ -121,7 +121,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .collect();
         outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        outln!("{}", comparison_table(&rows));
+        let table: Vec<(Transport, &LoadReport)> =
+            rows.iter().map(|r| (r.transport, &r.report)).collect();
+        outln!("{}", crate::output::bench::comparison_table(&table));
         for r in &rows {
             for e in &r.report.errors {
                 outln!("{}: {e}", r.transport.name());
@@ -194,60 +196,4 @@ async fn bench_all(
         });
     }
     Ok(rows)
-}
-
-/// The comparison: one row per transport, ratios to TCP's when TCP ran.
-fn comparison_table(rows: &[Row]) -> String {
-    let tcp = rows
-        .iter()
-        .find(|r| r.transport == Transport::Tcp)
-        .map(|r| {
-            (
-                r.report.latency.summary().p50_us,
-                r.report.requests_per_sec(),
-            )
-        });
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(vec![
-        "transport",
-        "requests",
-        "p50 µs",
-        "p99 µs",
-        "p99.9 µs",
-        "max µs",
-        "requests/s",
-        "MB/s",
-        "p50 vs tcp",
-        "req/s vs tcp",
-        "errors",
-        "lost",
-    ]);
-    for r in rows {
-        let s = r.report.latency.summary();
-        let rps = r.report.requests_per_sec();
-        let (p50_ratio, rps_ratio) = match tcp {
-            Some((p50, tcp_rps)) if p50 > 0.0 && tcp_rps > 0.0 => (
-                format!("{:.2}×", s.p50_us / p50),
-                format!("{:.2}×", rps / tcp_rps),
-            ),
-            _ => ("-".into(), "-".into()),
-        };
-        let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
-        table.add_row(vec![
-            Cell::new(r.transport.name()),
-            right(s.count.to_string()),
-            right(format_us(s.p50_us)),
-            right(format_us(s.p99_us)),
-            right(format_us(s.p99_9_us)),
-            right(format_us(s.max_us)),
-            right(format!("{rps:.0}")),
-            right(format!("{:.2}", r.report.megabytes_per_sec())),
-            right(p50_ratio),
-            right(rps_ratio),
-            right((r.report.mismatches + r.report.failed_connections).to_string()),
-            right(r.report.lost.to_string()),
-        ]);
-    }
-    table.to_string()
 }

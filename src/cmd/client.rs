@@ -1,11 +1,11 @@
 //! `proto client`: connect to an echo server and talk to it.
 
-use crate::cli::parse_duration;
 use crate::client::{interactive, DatagramClient, MessageClient, SctpClient, StreamClient};
 use crate::echo::uppercase;
 use crate::transport::quic::ClientQuicOptions;
 use crate::transport::tls::{ClientTlsOptions, TlsVersion, Trust};
 use crate::transport::{self, ConnectInfo, Stream, Target, Transport};
+use crate::units::parse_duration;
 use anyhow::bail;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -184,7 +184,8 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             let mut opts = ClientTlsOptions::new(&trust, args.tls_version)?;
             opts.server_name = args.server_name.clone();
             if args.resume || args.zero_rtt {
-                let first = transport::tls::fetch_ticket(&target, &opts, args.timeout).await?;
+                let first =
+                    crate::client::resume::fetch_tls_ticket(&target, &opts, args.timeout).await?;
                 if !args.json {
                     eprintln!("proto: first connection, to get a session ticket:");
                     print_negotiated(&first);
@@ -202,7 +203,8 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             let mut opts = ClientQuicOptions::new(&trust)?;
             opts.server_name = args.server_name.clone();
             if args.resume || args.zero_rtt {
-                let first = transport::quic::fetch_ticket(&target, &opts, args.timeout).await?;
+                let first =
+                    crate::client::resume::fetch_quic_ticket(&target, &opts, args.timeout).await?;
                 if !args.json {
                     eprintln!("proto: first connection, to get a session ticket:");
                     print_negotiated(&first);

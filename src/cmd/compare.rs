@@ -1,18 +1,16 @@
 //! `proto compare`: how many round trips each protocol spends before the
 //! first byte of data gets an answer, side by side with what theory says.
 
-use crate::lab::args::describe;
+use crate::cmd::link_args::LinkArgs;
 use crate::lab::servers::LabServers;
-use crate::lab::{Lab, LinkArgs};
-use crate::measure::handshake::{
-    endpoints_from, measure_variant, Endpoints, Variant, VariantResult,
-};
+use crate::lab::Lab;
+use crate::measure::handshake::{self, Endpoints, RunEvent, Variant, VariantResult};
 use crate::output::compare::{render_csv, render_explanation, render_table, CompareReport};
+use crate::output::link::describe;
+use crate::output::progress::Counter;
 use crate::server::{self, Listeners, ServerConfig};
 use crate::transport::Target;
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -34,10 +32,10 @@ pub struct CompareArgs {
     #[arg(long, value_name = "HOST")]
     pub to: Option<String>,
     /// With --to: the port of the server's TCP and UDP echo.
-    #[arg(long, default_value_t = server::PLAIN_PORT, requires = "to")]
+    #[arg(long, default_value_t = crate::wire::limits::PLAIN_PORT, requires = "to")]
     pub plain_port: u16,
     /// With --to: the port of the server's TLS and QUIC echo.
-    #[arg(long, default_value_t = server::SECURE_PORT, requires = "to")]
+    #[arg(long, default_value_t = crate::wire::limits::SECURE_PORT, requires = "to")]
     pub secure_port: u16,
     /// With --to: the UDP port of the server's SCTP echo.
     #[arg(long, default_value_t = crate::wire::sctp::UDP_ENCAPS_PORT, requires = "to")]
@@ -56,7 +54,7 @@ pub struct CompareArgs {
     #[arg(long, requires = "to")]
     pub insecure: bool,
     /// Give up on a connection after this long.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub timeout: Duration,
     /// The emulated link (used unless --to or --loopback; without root it is
     /// built in a user namespace).
@@ -145,7 +143,7 @@ async fn loopback(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareRepo
     // The server's certificate first: the clients trust its CA.
     let config = ServerConfig::quiet_default()?;
     let listeners = Listeners::bind_all(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0, 0)?;
-    let endpoints = endpoints_from(&listeners.addresses(), "localhost")?;
+    let endpoints = Endpoints::from_addresses(&listeners.addresses(), "localhost")?;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(server::run(listeners, config, shutdown.clone()));
     let variants = measure_all(&args.protocols, &endpoints, runs, args.timeout).await;
@@ -182,7 +180,7 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
     );
     let servers = LabServers::start(config).await?;
     let server_ip = servers.lab().server_ip();
-    let endpoints = endpoints_from(&servers.addresses, &server_ip.to_string())?;
+    let endpoints = Endpoints::from_addresses(&servers.addresses, &server_ip.to_string())?;
     let protocols = args.protocols.clone();
     let timeout = args.timeout;
     let mut variants = servers
@@ -217,25 +215,14 @@ pub async fn measure_all(
     runs: usize,
     timeout: Duration,
 ) -> Vec<VariantResult> {
-    let bar = ProgressBar::new((variants.len() * runs) as u64);
-    if std::io::stderr().is_terminal() {
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg:<16} [{bar:30}] {pos}/{len} connections")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-    } else {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    let mut results = Vec::with_capacity(variants.len());
-    for &variant in variants {
-        bar.set_message(variant.id());
-        let done_before = bar.position();
-        let result = measure_variant(variant, endpoints, runs, timeout, || bar.inc(1)).await;
-        // A variant that failed early still fills its share of the bar.
-        bar.set_position(done_before + runs as u64);
-        results.push(result);
-    }
-    bar.finish_and_clear();
+    let bar = Counter::new((variants.len() * runs) as u64, "connections");
+    let results =
+        handshake::measure_variants(variants, endpoints, runs, timeout, |event| match event {
+            RunEvent::VariantStarted(variant) => bar.set_message(variant.id()),
+            RunEvent::ConnectionDone => bar.inc(1),
+            RunEvent::VariantSkipped { connections } => bar.inc(connections as u64),
+        })
+        .await;
+    bar.finish();
     results
 }

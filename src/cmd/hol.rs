@@ -1,11 +1,11 @@
 //! `proto hol`: head-of-line blocking, TCP vs QUIC and SCTP, across a lossy link.
 
+use crate::cmd::link_args::LinkArgs;
 use crate::lab::servers::LabServers;
-use crate::lab::{Lab, LinkArgs};
-use crate::measure::hol::{self, HolConfig, HolSummary, STALL_FACTOR};
+use crate::lab::Lab;
+use crate::measure::hol::{self, HolConfig};
 use crate::transport::tls;
 use anyhow::Context;
-use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,10 +19,10 @@ pub struct HolArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=256))]
     pub streams: u64,
     /// Each stream sends one small request this often (staggered between streams).
-    #[arg(long, default_value = "20ms", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "20ms", value_parser = crate::units::parse_duration)]
     pub interval: Duration,
     /// How long each transport runs.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub duration: Duration,
     /// The emulated link. Without --rtt/--delay: 50 ms RTT; without --loss: 2 %.
     #[command(flatten)]
@@ -102,87 +102,10 @@ pub async fn run(args: HolArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&results)?);
     } else {
-        outln!("{}", render(&results, &lab_config, &config));
+        outln!(
+            "{}",
+            crate::output::hol::hol_table(&results, &lab_config, &config)
+        );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn render(results: &[HolSummary], lab: &crate::lab::LabConfig, config: &HolConfig) -> String {
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(vec![
-        "transport",
-        "requests",
-        "min ms",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "packets lost",
-        "stalled requests",
-        "stalled per loss",
-        "streams stalled",
-    ]);
-    for r in results {
-        let row = vec![
-            r.transport.to_string(),
-            r.requests.to_string(),
-            format!("{:.1}", r.min_ms),
-            format!("{:.1}", r.p50_ms),
-            format!("{:.1}", r.p99_ms),
-            format!("{:.1}", r.max_ms),
-            r.packets_lost.to_string(),
-            r.stalled.to_string(),
-            r.stalled_per_loss
-                .map(|x| format!("{x:.1}"))
-                .unwrap_or_else(|| "–".into()),
-            format!("{} of {}", r.streams_stalled, config.streams),
-        ];
-        table.add_row(row);
-    }
-    for i in 1..10 {
-        if let Some(c) = table.column_mut(i) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    let mut out = format!(
-        "Link: client→server {}; server→client {}. {} streams, each sending one request per {:?}.\n{table}\n",
-        crate::lab::args::describe(&lab.client_to_server),
-        crate::lab::args::describe(&lab.server_to_client),
-        config.streams,
-        config.interval
-    );
-    out.push_str(&format!(
-        "A request is \"stalled\" when it took more than {STALL_FACTOR}× the fastest reply.\n"
-    ));
-    let find = |t: &str| results.iter().find(|r| r.transport == t);
-    if let (Some(tcp), Some(quic)) = (find("tcp"), find("quic")) {
-        if let (Some(t), Some(q)) = (tcp.stalled_per_loss, quic.stalled_per_loss) {
-            out.push_str(&format!(
-                "\nWhat this shows (claim C6): on TCP each lost packet held up {t:.1} requests, across {} streams — \
-                 everything queued behind the missing bytes waits for the retransmission. On QUIC each loss held \
-                 up {q:.1}: only its own stream waited (its next requests queue behind the lost one: \
-                 within one stream QUIC keeps order too){}.\n",
-                tcp.streams_stalled,
-                if q * 2.0 < t {
-                    ", so the claim holds"
-                } else {
-                    " — here not clearly fewer than TCP's, so this run does not show the claim (try more --duration)"
-                }
-            ));
-        }
-    }
-    if let (Some(tcp), Some(sctp)) = (find("tcp"), find("sctp")) {
-        if let (Some(t), Some(s)) = (tcp.stalled_per_loss, sctp.stalled_per_loss) {
-            out.push_str(&format!(
-                "On SCTP (claim C12: multi-streaming) each loss held up {s:.1}: its streams are ordered one by one, \
-                 not as one byte stream{}.\n",
-                if s * 2.0 < t {
-                    ", so a loss stalls only its own stream, as on QUIC"
-                } else {
-                    " — here not clearly fewer than TCP's, so this run does not show it (try more --duration)"
-                }
-            ));
-        }
-    }
-    out
 }

@@ -10,10 +10,11 @@
 //! pass on) → stop servers, kill stragglers, tear the lab down → print the
 //! link counters → exit with COMMAND's exit code.
 
-use crate::lab::args::describe;
+use crate::cmd::link_args::LinkArgs;
 use crate::lab::child::{self, NsChild};
 use crate::lab::userns;
-use crate::lab::{Lab, LinkArgs, LinkCounters};
+use crate::lab::Lab;
+use crate::output::link::describe;
 use crate::server::{self, Listeners, ServerConfig};
 use crate::transport::certs::CertDir;
 use anyhow::{bail, Context};
@@ -153,7 +154,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     // write! instead of print!: a closed pipe (`proto lab … | head`) must
     // not turn into a panic at the very end.
     use std::io::Write as _;
-    let _ = std::io::stderr().write_all(counters_table(&counters).as_bytes());
+    let _ = std::io::stderr().write_all(crate::output::link::counters_table(&counters).as_bytes());
     if args.json {
         // The link's counters, with the hosts' buffer limits beside them.
         let mut value = serde_json::to_value(counters).context("encoding counters")?;
@@ -276,8 +277,8 @@ async fn start_default_server(
         .in_server(|| {
             Listeners::bind_all(
                 ip,
-                server::PLAIN_PORT,
-                server::SECURE_PORT,
+                crate::wire::limits::PLAIN_PORT,
+                crate::wire::limits::SECURE_PORT,
                 crate::wire::sctp::UDP_ENCAPS_PORT,
             )
         })
@@ -288,59 +289,4 @@ async fn start_default_server(
         }
     });
     Ok(vec![task])
-}
-
-/// The counters as a small table for stderr.
-pub fn counters_table(c: &LinkCounters) -> String {
-    let (u, d) = (&c.client_to_server, &c.server_to_client);
-    let rows: [(&str, u64, u64); 11] = [
-        ("packets sent into the link", u.packets, d.packets),
-        ("bytes sent into the link", u.bytes, d.bytes),
-        (
-            "packets delivered",
-            u.delivered_packets,
-            d.delivered_packets,
-        ),
-        ("bytes delivered", u.delivered_bytes, d.delivered_bytes),
-        ("dropped by loss", u.dropped_loss, d.dropped_loss),
-        ("dropped by full queue", u.dropped_queue, d.dropped_queue),
-        ("duplicated", u.duplicated, d.duplicated),
-        ("reordered", u.reordered, d.reordered),
-        ("queue peak (packets)", u.queue_peak, d.queue_peak),
-        ("in flight at exit", u.in_flight, d.in_flight),
-        ("write errors", u.write_errors, d.write_errors),
-    ];
-    let mut out = format!(
-        "{:<28} {:>14} {:>14}\n",
-        "link counters", "client→server", "server→client"
-    );
-    for (name, up, down) in rows {
-        if name == "write errors" && up == 0 && down == 0 {
-            continue;
-        }
-        out.push_str(&format!("{name:<28} {up:>14} {down:>14}\n"));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_table_lists_both_directions() {
-        let mut c = LinkCounters::default();
-        c.client_to_server.packets = 12;
-        c.server_to_client.dropped_loss = 3;
-        let t = counters_table(&c);
-        assert!(t.starts_with("link counters"));
-        let line = t.lines().find(|l| l.starts_with("packets sent")).unwrap();
-        assert!(line.ends_with("12              0"), "{line}");
-        let line = t
-            .lines()
-            .find(|l| l.starts_with("dropped by loss"))
-            .unwrap();
-        assert!(line.ends_with("0              3"), "{line}");
-        assert!(!t.contains("write errors"), "hidden while zero");
-    }
 }

@@ -5,19 +5,17 @@
 //! [`run_load`] serves `proto bench`. The engine's typed errors get their
 //! flag names and advice here ([`config_error`], [`load_error`], [`hints`]).
 
-use crate::cli::{parse_duration, parse_rate, parse_size};
 use crate::cmd::client::ClientArgs;
 use crate::measure::histogram::Unit;
 use crate::measure::load::{
     self, ConfigError, Failure, LoadConfig, LoadError, LoadProgress, LoadReport, Stop,
 };
-use crate::output::{latency, plot};
+use crate::output::latency;
 use crate::transport::{quic, tls, Stream, Target, Transport};
+use crate::units::{parse_duration, parse_request_rate, parse_size};
 use anyhow::{bail, Context};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +47,7 @@ pub struct LoadArgs {
     /// Open loop: send R requests per second in all, on a fixed schedule,
     /// and count each latency from its intended send time
     /// (coordinated-omission correction). Default: closed loop.
-    #[arg(long, value_parser = parse_rate, value_name = "R/s")]
+    #[arg(long, value_parser = parse_request_rate, value_name = "R/s")]
     pub rate: Option<f64>,
     /// UDP: a reply not back within this long counts as lost.
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
@@ -110,10 +108,11 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     }
     let label = format!("{} {}", args.transport.name(), target);
     if !args.json {
-        outln!("proto client: {}", describe(&label, &config));
+        outln!("proto client: {}", latency::describe_load(&label, &config));
     }
     let progress = Arc::new(LoadProgress::default());
-    let bar = ProgressDisplay::start(&progress, &config, args.transport.name());
+    let bar =
+        crate::output::progress::ProgressDisplay::start(&progress, &config, args.transport.name());
     let security = Security::from_args(args)?;
     let result = run_load(
         args.transport,
@@ -136,7 +135,7 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &load.plot {
-        std::fs::write(path, chart(&label, &report))
+        std::fs::write(path, latency::load_chart(&label, &report))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let target_text = target.to_string();
@@ -144,7 +143,7 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         let json = latency::LoadJson::new(&report, args.transport.name(), &target_text);
         outln!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        out!("{}", render_text(&report));
+        out!("{}", latency::load_text(&report));
         for (what, path) in [
             ("percentile distribution", &load.hgrm),
             ("chart", &load.plot),
@@ -240,75 +239,6 @@ pub fn hints(report: &LoadReport, target: &str) -> Vec<String> {
 /// UDP losses are a measurement, not a failure.
 pub fn healthy(report: &LoadReport) -> bool {
     report.latency.count() > 0 && report.mismatches == 0 && report.failed_connections == 0
-}
-
-/// One line saying what is about to happen.
-pub fn describe(label: &str, c: &LoadConfig) -> String {
-    let amount = match c.stop {
-        Stop::Count(n) => format!("{n} requests"),
-        Stop::Duration(d) => format!("for {}", crate::cli::format_duration(d)),
-    };
-    let mode = match c.rate {
-        Some(r) => format!("open loop at {r:.0} requests/s (latency from intended send times)"),
-        None => "closed loop (one request in flight per connection)".into(),
-    };
-    let warmup = if c.warmup.is_zero() {
-        String::new()
-    } else {
-        format!(
-            " after {} of warm-up",
-            crate::cli::format_duration(c.warmup)
-        )
-    };
-    format!(
-        "{label}: {amount}{warmup}, {} connection{}, {}-byte {}, {mode}",
-        c.connections,
-        if c.connections == 1 { "" } else { "s" },
-        c.size,
-        if c.framed { "frames" } else { "lines" },
-    )
-}
-
-/// The human report: table, throughput, errors, histogram.
-pub fn render_text(report: &LoadReport) -> String {
-    let mut out = latency::percentile_table(&latency::report_rows(report));
-    out.push('\n');
-    out.push_str(&latency::summary_lines(report));
-    let buckets = report.latency.log_buckets(16);
-    if !buckets.is_empty() {
-        out.push_str("\nlatency histogram (log scale):\n");
-        out.push_str(&latency::ascii_histogram(&buckets, 50));
-    }
-    out
-}
-
-/// The SVG chart of a run: corrected and (open loop) uncorrected lines.
-pub fn chart(label: &str, report: &LoadReport) -> String {
-    let corrected = report.latency.percentile_distribution(5);
-    let uncorrected = report.uncorrected.percentile_distribution(5);
-    let mut series = vec![plot::Series {
-        label: if report.config.rate.is_some() {
-            "corrected (from intended send time)"
-        } else {
-            "round trip"
-        },
-        points: &corrected,
-    }];
-    if report.config.rate.is_some() {
-        series.push(plot::Series {
-            label: "uncorrected (from actual send time)",
-            points: &uncorrected,
-        });
-    }
-    let mode = match report.config.rate {
-        Some(r) => format!("{r:.0} requests/s"),
-        None => "closed loop".into(),
-    };
-    let title = format!(
-        "{label}: latency by percentile, {} requests, {mode}",
-        report.latency.count()
-    );
-    plot::latency_by_percentile(&title, &series, report.latency.count())
 }
 
 /// Connects and runs the load for one transport. The one place where a
@@ -449,79 +379,4 @@ pub async fn run_load(
         }
     };
     report.map_err(|e| load_error(e, transport, &target.to_string()))
-}
-
-/// A progress bar on stderr while a run goes on (none when stderr is not a
-/// terminal, so pipes and CI logs stay clean).
-pub struct ProgressDisplay {
-    task: Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)>,
-}
-
-impl ProgressDisplay {
-    pub fn start(
-        progress: &Arc<LoadProgress>,
-        config: &LoadConfig,
-        label: &str,
-    ) -> ProgressDisplay {
-        if !std::io::stderr().is_terminal() {
-            return ProgressDisplay { task: None };
-        }
-        let warmup = config.warmup;
-        let (len, template) = match config.stop {
-            Stop::Count(n) => (n, "{prefix:>5} [{bar:40}] {pos}/{len} requests {msg}"),
-            Stop::Duration(d) => (
-                (d + warmup).as_millis() as u64,
-                "{prefix:>5} [{bar:40}] {msg}",
-            ),
-        };
-        let style = indicatif::ProgressStyle::with_template(template)
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ");
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(len),
-            indicatif::ProgressDrawTarget::stderr(),
-        )
-        .with_style(style)
-        .with_prefix(label.to_string());
-        let stop = config.stop;
-        let progress = progress.clone();
-        let shown = bar.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let done = progress.completed.load(Relaxed);
-                let started = progress.started_at.load(Relaxed);
-                match stop {
-                    Stop::Count(_) => {
-                        shown.set_position(done);
-                        if started == 0 {
-                            shown.set_message("connecting");
-                        } else {
-                            shown.set_message("");
-                        }
-                    }
-                    Stop::Duration(_) => {
-                        let ms = if started == 0 {
-                            0
-                        } else {
-                            crate::client::monotonic_nanos().saturating_sub(started) / 1_000_000
-                        };
-                        shown.set_position(ms);
-                        shown.set_message(format!("{done} requests"));
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        ProgressDisplay {
-            task: Some((bar, task)),
-        }
-    }
-
-    pub async fn finish(self) {
-        if let Some((bar, task)) = self.task {
-            task.abort();
-            let _ = task.await;
-            bar.finish_and_clear();
-        }
-    }
 }

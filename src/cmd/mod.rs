@@ -47,10 +47,12 @@ pub mod codec;
 pub mod compare;
 pub mod hol;
 pub mod lab;
+pub mod link_args;
 pub mod load;
 pub mod serve;
 pub mod trace;
 pub mod transfer;
+pub mod values;
 
 /// The trust decision for TLS and QUIC clients (`--ca`, `--insecure`), with
 /// the loud warning for `--insecure` in every mode that has the flag

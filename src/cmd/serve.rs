@@ -1,9 +1,9 @@
 //! `proto serve`: run echo servers until Ctrl-C, then print a summary.
 
-use crate::cli::{parse_duration, parse_size};
 use crate::server::{self, bind_tcp, bind_udp, Listeners, ServerConfig};
 use crate::transport::certs::{self, CertDir, ServerIdentity};
 use crate::transport::tls::TlsVersion;
+use crate::units::{parse_duration, parse_size};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,8 +115,8 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let default_port = match args.service {
-        Service::Tcp | Service::Udp | Service::All => server::PLAIN_PORT,
-        Service::Tls | Service::Quic => server::SECURE_PORT,
+        Service::Tcp | Service::Udp | Service::All => crate::wire::limits::PLAIN_PORT,
+        Service::Tls | Service::Quic => crate::wire::limits::SECURE_PORT,
         Service::Sctp => crate::wire::sctp::UDP_ENCAPS_PORT,
     };
     let port = args.port.unwrap_or(default_port);
@@ -145,7 +145,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Service::All => Listeners::bind_all(
             args.host,
             port,
-            args.secure_port.unwrap_or(server::SECURE_PORT),
+            args.secure_port.unwrap_or(crate::wire::limits::SECURE_PORT),
             args.sctp_port.unwrap_or(crate::wire::sctp::UDP_ENCAPS_PORT),
         )?,
     };

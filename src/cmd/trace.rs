@@ -1,8 +1,9 @@
 //! `proto trace`: one connection as a ladder diagram, every packet decoded
 //! and decrypted, with the link's own decisions.
 
+use crate::cmd::link_args::LinkArgs;
 use crate::lab::tap::Fault;
-use crate::lab::{Lab, LinkArgs};
+use crate::lab::Lab;
 use crate::measure::handshake::Variant;
 use crate::measure::trace::{self, Trace, TraceOptions};
 use crate::output::ladder;
@@ -77,7 +78,7 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=20))]
     pub probes: u64,
     /// Give up on the connection after this long.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration)]
     pub timeout: Duration,
     /// The emulated link. Without --rtt or --delay, the link has a 100 ms round trip.
     #[command(flatten)]

@@ -1,11 +1,13 @@
 //! `proto transfer`: a bulk transfer across the lab with the sender's
 //! congestion window, RTT and the link's queue sampled every millisecond.
 
-use crate::lab::args::{describe, parse_rate};
-use crate::lab::{buffers, Lab, LinkArgs};
+use crate::cmd::link_args::LinkArgs;
+use crate::lab::{buffers, Lab};
 use crate::measure::phases::{self, LinkFacts};
 use crate::measure::transfer::{self, Amount, Protocol, TransferConfig};
+use crate::output::link::describe;
 use crate::output::transfer as render;
+use crate::units::parse_bit_rate;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,10 +34,10 @@ pub struct TransferArgs {
     #[arg(value_enum)]
     pub protocol: TransferProtocol,
     /// Send this many bytes (e.g. 20M); default: for --duration.
-    #[arg(long, value_parser = crate::cli::parse_size, conflicts_with = "duration")]
+    #[arg(long, value_parser = crate::units::parse_size, conflicts_with = "duration")]
     pub size: Option<usize>,
     /// Send for this long (default 5s).
-    #[arg(long, value_parser = crate::cli::parse_duration)]
+    #[arg(long, value_parser = crate::units::parse_duration)]
     pub duration: Option<Duration>,
     /// Congestion control: for TCP whatever the kernel offers
     /// (/proc/sys/net/ipv4/tcp_available_congestion_control: reno, cubic, bbr…);
@@ -44,14 +46,14 @@ pub struct TransferArgs {
     pub cc: Option<String>,
     /// The receiver reads only this fast (bit/s, e.g. 2mbit): its buffer
     /// fills, its advertised window shrinks to zero and the sender stalls.
-    #[arg(long, value_parser = parse_rate, value_name = "BIT/S")]
+    #[arg(long, value_parser = parse_bit_rate, value_name = "BIT/S")]
     pub slow_reader: Option<u64>,
     /// The bottleneck queue as a multiple of the bandwidth-delay product
     /// (overrides --queue): 1 is the classic rule of thumb, 4+ a bloated buffer.
     #[arg(long, value_name = "FACTOR")]
     pub queue_bdp: Option<f64>,
     /// How often the sender's state is read.
-    #[arg(long, default_value = "1ms", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "1ms", value_parser = crate::units::parse_duration)]
     pub sample_every: Duration,
     /// Draw the figure (cwnd and in-flight, RTT and queueing delay,
     /// delivery rate, losses marked) as SVG to this file.

@@ -58,7 +58,7 @@ pub fn parse_host_buffers(text: &str) -> Result<HostBuffers, String> {
         "sized" | "auto" => Ok(HostBuffers::Sized),
         "kernel" | "default" | "defaults" => Ok(HostBuffers::Kernel),
         size => {
-            let bytes = crate::cli::parse_size(size).map_err(|e| {
+            let bytes = crate::units::parse_size(size).map_err(|e| {
                 format!("{e} (or use `sized` to fit the link, `kernel` for the kernel's defaults)")
             })? as u64;
             if !(4096..=MAX_BUFFER).contains(&bytes) {

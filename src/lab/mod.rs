@@ -22,10 +22,8 @@
 //! * `forwarder.rs`: the precise-timing threads that carry the packets;
 //! * `pcap.rs`: the capture file writer;
 //! * `child.rs`: running a command "on" a host, and cleaning up after it;
-//! * `args.rs`: the command-line options any subcommand can flatten in;
 //! * `servers.rs`: proto's servers on one side, client work on the other.
 
-pub mod args;
 pub mod buffers;
 pub mod child;
 pub mod forwarder;
@@ -37,7 +35,6 @@ pub mod tap;
 pub mod tun;
 pub mod userns;
 
-pub use args::LinkArgs;
 pub use model::{DirectionCounters, LinkConfig, LossModel};
 
 use forwarder::{CapturePoint, Direction};

@@ -58,8 +58,8 @@ impl LabServers {
             .in_server(|| {
                 Listeners::bind_all(
                     server_ip,
-                    server::PLAIN_PORT,
-                    server::SECURE_PORT,
+                    crate::wire::limits::PLAIN_PORT,
+                    crate::wire::limits::SECURE_PORT,
                     crate::wire::sctp::UDP_ENCAPS_PORT,
                 )
             })

@@ -31,44 +31,34 @@
 
 use crate::client::StreamClient;
 use crate::transport::{quic, tls, Stream, Target};
+use anyhow::Context;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// One protocol variant of the comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Variant {
-    #[value(name = "tcp")]
     #[serde(rename = "tcp")]
     Tcp,
-    #[value(name = "tls1.2")]
     #[serde(rename = "tls1.2")]
     Tls12,
-    #[value(name = "tls1.2-resumed")]
     #[serde(rename = "tls1.2-resumed")]
     Tls12Resumed,
-    #[value(name = "tls1.3")]
     #[serde(rename = "tls1.3")]
     Tls13,
-    #[value(name = "tls1.3-resumed")]
     #[serde(rename = "tls1.3-resumed")]
     Tls13Resumed,
-    #[value(name = "tls1.3-0rtt")]
     #[serde(rename = "tls1.3-0rtt")]
     Tls13ZeroRtt,
-    #[value(name = "tls1.3-0rtt-tfo")]
     #[serde(rename = "tls1.3-0rtt-tfo")]
     Tls13ZeroRttTfo,
-    #[value(name = "quic")]
     #[serde(rename = "quic")]
     Quic,
-    #[value(name = "quic-0rtt")]
     #[serde(rename = "quic-0rtt")]
     QuicZeroRtt,
-    #[value(name = "udp")]
     #[serde(rename = "udp")]
     Udp,
-    #[value(name = "sctp")]
     #[serde(rename = "sctp")]
     Sctp,
 }
@@ -321,6 +311,45 @@ fn explain_difference(
     })
 }
 
+/// What [`measure_variants`] reports as it goes, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub enum RunEvent {
+    /// The warm-up of this variant starts.
+    VariantStarted(Variant),
+    /// One measured connection finished.
+    ConnectionDone,
+    /// A variant ended early: its remaining connections will not run.
+    VariantSkipped { connections: usize },
+}
+
+/// Measures each variant in turn ([`measure_variant`]), telling `on_event`
+/// how far it got.
+pub async fn measure_variants(
+    variants: &[Variant],
+    endpoints: &Endpoints,
+    runs: usize,
+    timeout: Duration,
+    mut on_event: impl FnMut(RunEvent),
+) -> Vec<VariantResult> {
+    let mut results = Vec::with_capacity(variants.len());
+    for &variant in variants {
+        on_event(RunEvent::VariantStarted(variant));
+        let mut done = 0;
+        let result = measure_variant(variant, endpoints, runs, timeout, || {
+            done += 1;
+            on_event(RunEvent::ConnectionDone);
+        })
+        .await;
+        if done < runs {
+            on_event(RunEvent::VariantSkipped {
+                connections: runs - done,
+            });
+        }
+        results.push(result);
+    }
+    results
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,28 +419,29 @@ pub struct Endpoints {
     pub trust: tls::Trust,
 }
 
-/// The addresses of bound listeners, as the clients will dial them.
-pub fn endpoints_from(
-    addresses: &[(&'static str, SocketAddr)],
-    server_name: &str,
-) -> anyhow::Result<Endpoints> {
-    use anyhow::Context;
-    let get = |name: &str| {
-        addresses
-            .iter()
-            .find(|(s, _)| *s == name)
-            .map(|(_, a)| *a)
-            .with_context(|| format!("no {name} listener"))
-    };
-    Ok(Endpoints {
-        tcp: get("tcp")?,
-        udp: get("udp")?,
-        tls: get("tls")?,
-        quic: get("quic")?,
-        sctp: get("sctp")?,
-        server_name: server_name.to_string(),
-        trust: tls::Trust::from_options(None, false)?,
-    })
+impl Endpoints {
+    /// The addresses of bound listeners, as the clients will dial them.
+    pub fn from_addresses(
+        addresses: &[(&'static str, std::net::SocketAddr)],
+        server_name: &str,
+    ) -> anyhow::Result<Endpoints> {
+        let get = |name: &str| {
+            addresses
+                .iter()
+                .find(|(s, _)| *s == name)
+                .map(|(_, a)| *a)
+                .with_context(|| format!("no {name} listener"))
+        };
+        Ok(Endpoints {
+            tcp: get("tcp")?,
+            udp: get("udp")?,
+            tls: get("tls")?,
+            quic: get("quic")?,
+            sctp: get("sctp")?,
+            server_name: server_name.to_string(),
+            trust: tls::Trust::from_options(None, false)?,
+        })
+    }
 }
 
 /// Echoes sent after the first reply to measure the connection's RTT.

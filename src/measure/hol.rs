@@ -19,8 +19,8 @@
 //! which the server echoes, so a reply's latency is counted from when the
 //! request *should* have left, whatever happened in between.
 
-use crate::client::monotonic_nanos;
 use crate::transport::{quic, tls, Stream, Target};
+use crate::units::monotonic_nanos;
 use crate::wire::{Frame, FrameCodec, FrameCodecError, FrameType};
 use bytes::BytesMut;
 use serde::Serialize;

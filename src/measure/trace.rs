@@ -19,7 +19,7 @@ use crate::client::{DatagramClient, StreamClient};
 use crate::lab::servers::LabServers;
 use crate::lab::tap::{Fault, LinkEvent, LinkTap, SentFate};
 use crate::lab::LabConfig;
-use crate::measure::handshake::{endpoints_from, Endpoints, Variant};
+use crate::measure::handshake::{Endpoints, Variant};
 use crate::transport::{quic, tls, Stream, Target};
 use crate::wire::dissect::{self, Decoded, Dir, Label};
 use crate::wire::keylog::KeyLog;
@@ -183,7 +183,7 @@ pub async fn trace_live(opts: TraceOptions) -> anyhow::Result<Trace> {
     let configured_rtt = lab.client_to_server.delay + lab.server_to_client.delay;
     let servers = LabServers::start(lab).await?;
     let server_ip = servers.lab().server_ip();
-    let endpoints = endpoints_from(&servers.addresses, &server_ip.to_string())?;
+    let endpoints = Endpoints::from_addresses(&servers.addresses, &server_ip.to_string())?;
     let secrets = Arc::new(MemoryKeyLog::default());
     let variant = opts.variant;
     let timeout = opts.timeout;
@@ -285,7 +285,7 @@ async fn run_client(
             opts.server_name = Some(endpoints.server_name.clone());
             let t = target(endpoints.quic);
             if warm_up {
-                quic::fetch_ticket(&t, &opts, timeout).await?;
+                crate::client::resume::fetch_quic_ticket(&t, &opts, timeout).await?;
                 // A fresh socket: the measured connection is its own conversation.
                 opts.endpoint = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
                 opts.zero_rtt = true;

@@ -5,7 +5,7 @@
 //! command decides where they go.
 
 use crate::measure::histogram::{Bucket, Latencies, LatencySummary, PercentilePoint};
-use crate::measure::load::{ConnectionFailure, LoadReport, Stop};
+use crate::measure::load::{ConnectionFailure, LoadConfig, LoadReport, Stop};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use serde::Serialize;
 use std::fmt::Write;
@@ -280,6 +280,75 @@ impl<'a> LoadJson<'a> {
             percentiles: report.latency.percentile_distribution(5),
         }
     }
+}
+
+/// One line saying what is about to happen.
+pub fn describe_load(label: &str, c: &LoadConfig) -> String {
+    let amount = match c.stop {
+        Stop::Count(n) => format!("{n} requests"),
+        Stop::Duration(d) => format!("for {}", crate::units::format_duration(d)),
+    };
+    let mode = match c.rate {
+        Some(r) => format!("open loop at {r:.0} requests/s (latency from intended send times)"),
+        None => "closed loop (one request in flight per connection)".into(),
+    };
+    let warmup = if c.warmup.is_zero() {
+        String::new()
+    } else {
+        format!(
+            " after {} of warm-up",
+            crate::units::format_duration(c.warmup)
+        )
+    };
+    format!(
+        "{label}: {amount}{warmup}, {} connection{}, {}-byte {}, {mode}",
+        c.connections,
+        if c.connections == 1 { "" } else { "s" },
+        c.size,
+        if c.framed { "frames" } else { "lines" },
+    )
+}
+
+/// The human report: table, throughput, errors, histogram.
+pub fn load_text(report: &LoadReport) -> String {
+    let mut out = percentile_table(&report_rows(report));
+    out.push('\n');
+    out.push_str(&summary_lines(report));
+    let buckets = report.latency.log_buckets(16);
+    if !buckets.is_empty() {
+        out.push_str("\nlatency histogram (log scale):\n");
+        out.push_str(&ascii_histogram(&buckets, 50));
+    }
+    out
+}
+
+/// The SVG chart of a run: corrected and (open loop) uncorrected lines.
+pub fn load_chart(label: &str, report: &LoadReport) -> String {
+    let corrected = report.latency.percentile_distribution(5);
+    let uncorrected = report.uncorrected.percentile_distribution(5);
+    let mut series = vec![crate::output::plot::Series {
+        label: if report.config.rate.is_some() {
+            "corrected (from intended send time)"
+        } else {
+            "round trip"
+        },
+        points: &corrected,
+    }];
+    if report.config.rate.is_some() {
+        series.push(crate::output::plot::Series {
+            label: "uncorrected (from actual send time)",
+            points: &uncorrected,
+        });
+    }
+    let mode = match report.config.rate {
+        Some(r) => format!("{r:.0} requests/s"),
+        None => "closed loop".into(),
+    };
+    let title = format!(
+        "{label}: latency by percentile, {} requests, {mode}",
+        report.latency.count()
+    );
+    crate::output::plot::latency_by_percentile(&title, &series, report.latency.count())
 }
 
 #[cfg(test)]

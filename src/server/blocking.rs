@@ -295,7 +295,7 @@ fn serve_stream(live: &Live, ctx: &ServerContext, registry: &Registry) -> Sessio
                     }
                     if last_input.elapsed() >= idle {
                         report.ending =
-                            Some(format!("idle for {}", crate::cli::format_duration(idle)));
+                            Some(format!("idle for {}", crate::units::format_duration(idle)));
                         break;
                     }
                     continue;

@@ -34,11 +34,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// The default port of the plain-text services (TCP and UDP), as in the lecture.
-pub const PLAIN_PORT: u16 = 8081;
-/// The default port of the encrypted services (TLS over TCP, QUIC over UDP).
-pub const SECURE_PORT: u16 = 8443;
-
 /// Limits every server applies to its clients.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -245,7 +245,7 @@ async fn serve_established(
                     connection.close(quinn::VarInt::from_u32(1), b"handshake timeout");
                     break format!(
                         "QUIC handshake not finished within {} (--handshake-timeout)",
-                        crate::cli::format_duration(limit)
+                        crate::units::format_duration(limit)
                     );
                 }
                 // `done` resolves both when the handshake completes and when

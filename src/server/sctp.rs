@@ -608,7 +608,7 @@ impl SctpServer {
                 self.ctx.log(format_args!(
                     "sctp {}: aborted after {} of silence (--idle-timeout), {} messages",
                     held.peer,
-                    crate::cli::format_duration(idle),
+                    crate::units::format_duration(idle),
                     held.messages
                 ));
             }

@@ -377,7 +377,7 @@ impl MessageClock {
     pub(crate) fn describe(&self) -> String {
         format!(
             "message not complete within {} of its first byte ({} bytes so far; allowed: --message-timeout plus 1s per {} bytes, --min-rate)",
-            crate::cli::format_duration(self.timeout),
+            crate::units::format_duration(self.timeout),
             self.bytes,
             self.min_rate
         )
@@ -516,7 +516,7 @@ where
                         idle_timer.as_mut().reset(deadline);
                         continue;
                     }
-                    ReadOutcome::Stop(Some(format!("idle for {}", crate::cli::format_duration(idle))))
+                    ReadOutcome::Stop(Some(format!("idle for {}", crate::units::format_duration(idle))))
                 }
                 () = &mut message_timer, if message_deadline.is_some() => ReadOutcome::TooSlow,
                 () = &mut shutdown, if wait_for_shutdown => {

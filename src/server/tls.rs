@@ -59,7 +59,7 @@ impl StreamSetup for TlsSetup {
                 ctx.stats.handshake_failures.fetch_add(1, Relaxed);
                 anyhow::bail!(
                     "TLS handshake not finished within {} (--handshake-timeout)",
-                    crate::cli::format_duration(limit)
+                    crate::units::format_duration(limit)
                 );
             }
         }

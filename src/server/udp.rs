@@ -11,8 +11,7 @@ use crate::wire::{frame, Frame, MAGIC};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-/// The largest UDP payload over IPv4 (65535 − 20 IP − 8 UDP header bytes).
-pub const MAX_DATAGRAM: usize = 65507;
+use crate::wire::limits::MAX_UDP_PAYLOAD;
 
 /// The reply to one datagram (sans-IO, so it is testable without sockets).
 pub fn answer_datagram(datagram: &[u8], reply: &mut Vec<u8>) -> Result<(), String> {
@@ -48,8 +47,8 @@ pub fn serve_blocking(
 ) -> anyhow::Result<()> {
     socket.set_nonblocking(false)?;
     socket.set_read_timeout(Some(SHUTDOWN_POLL))?;
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut reply = Vec::with_capacity(MAX_DATAGRAM);
+    let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
+    let mut reply = Vec::with_capacity(MAX_UDP_PAYLOAD);
     while !ctx.shutdown.is_cancelled() && !abandoned() {
         let (len, peer) = match socket.recv_from(&mut buf) {
             Ok(pair) => pair,
@@ -100,7 +99,7 @@ fn answer_into(
             ctx.log(format_args!("udp {peer}: bad frame: {why}"));
         }
     }
-    if reply.len() > MAX_DATAGRAM {
+    if reply.len() > MAX_UDP_PAYLOAD {
         // Unicode uppercasing made the text too long for one datagram.
         ctx.stats.protocol_errors.fetch_add(1, Relaxed);
         reply.clear();
@@ -111,8 +110,8 @@ fn answer_into(
 /// The same echo as [`serve_blocking`] as an async task (one socket among
 /// many tasks; costs more system calls per datagram).
 pub async fn serve(socket: tokio::net::UdpSocket, ctx: Arc<ServerContext>) -> anyhow::Result<()> {
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut reply = Vec::with_capacity(MAX_DATAGRAM);
+    let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
+    let mut reply = Vec::with_capacity(MAX_UDP_PAYLOAD);
     loop {
         let (len, peer) = tokio::select! {
             _ = ctx.shutdown.cancelled() => return Ok(()),

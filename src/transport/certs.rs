@@ -658,7 +658,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "proto-certs-{tag}-{}-{}",
             std::process::id(),
-            crate::client::monotonic_nanos()
+            crate::units::monotonic_nanos()
         ));
         let _ = std::fs::remove_dir_all(&dir);
         dir

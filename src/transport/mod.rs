@@ -19,20 +19,21 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
+//! use proto::client::resume;
 //! use proto::transport::{quic, tls, Target};
 //! use std::time::Duration;
 //! let target = Target::parse("localhost", 8443)?;
 //! let trust = tls::Trust::from_options(None, false)?; // proto's local CA
 //! // TLS: keep `opts` (its Arc<ClientConfig> holds the session tickets).
 //! let mut opts = tls::ClientTlsOptions::new(&trust, Some(tls::TlsVersion::V1_3))?;
-//! tls::fetch_ticket(&target, &opts, Duration::from_secs(5)).await?; // for resumption/0-RTT
+//! resume::fetch_tls_ticket(&target, &opts, Duration::from_secs(5)).await?; // for resumption/0-RTT
 //! opts.early_data = true;
 //! let (stream, mut info) = tls::connect(&target, &opts, Duration::from_secs(5)).await?;
 //! // ... write the request, flush, read the reply (t0 → first reply) ...
 //! stream.negotiated(&mut info); // after 0-RTT: resumed / early data accepted
 //! // QUIC: keep `qopts` (one endpoint, one ticket store) across connections.
 //! let mut qopts = quic::ClientQuicOptions::new(&trust)?;
-//! quic::fetch_ticket(&target, &qopts, Duration::from_secs(5)).await?;
+//! resume::fetch_quic_ticket(&target, &qopts, Duration::from_secs(5)).await?;
 //! qopts.zero_rtt = true;
 //! let (stream, info) = quic::connect(&target, &qopts, Duration::from_secs(5)).await?;
 //! # Ok(()) }
@@ -58,7 +59,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The protocols proto speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// TCP: a reliable, ordered byte stream; 1 RTT handshake (SYN, SYN-ACK, ACK).
@@ -75,6 +76,28 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Every transport, in the order tables list them.
+    pub const ALL: [Transport; 5] = [
+        Transport::Tcp,
+        Transport::Udp,
+        Transport::Tls,
+        Transport::Quic,
+        Transport::Sctp,
+    ];
+
+    /// What the transport is, in one line (for `--help`).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Transport::Tcp => {
+                "a reliable, ordered byte stream; 1 RTT handshake (SYN, SYN-ACK, ACK)"
+            }
+            Transport::Udp => "single datagrams, no connection, no delivery or order guarantee",
+            Transport::Tls => "TLS 1.3/1.2 over TCP: TCP's stream, encrypted and authenticated",
+            Transport::Quic => "QUIC over UDP: encrypted streams with one combined handshake",
+            Transport::Sctp => "SCTP over UDP (RFC 6951): messages on independent streams; 4-way handshake with a signed cookie",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
@@ -93,8 +116,8 @@ impl Transport {
     /// The port `proto serve` uses for this transport by default.
     pub fn default_port(self) -> u16 {
         match self {
-            Transport::Tcp | Transport::Udp => crate::server::PLAIN_PORT,
-            Transport::Tls | Transport::Quic => crate::server::SECURE_PORT,
+            Transport::Tcp | Transport::Udp => crate::wire::limits::PLAIN_PORT,
+            Transport::Tls | Transport::Quic => crate::wire::limits::SECURE_PORT,
             Transport::Sctp => crate::wire::sctp::UDP_ENCAPS_PORT,
         }
     }
@@ -290,7 +313,7 @@ pub async fn with_timeout<T>(
         Ok(result) => result,
         Err(_) => bail!(
             "timed out after {} {what} (--timeout waits longer)",
-            crate::cli::format_duration(limit)
+            crate::units::format_duration(limit)
         ),
     }
 }

@@ -536,7 +536,7 @@ async fn await_handshake(
         Ok(Err(e)) => Err(explain_quic_error(&e, target)),
         Err(_) => bail!(
             "no QUIC handshake with {target} within {}: is 'proto serve quic' running there (UDP port {})? (--timeout waits longer)",
-            crate::cli::format_duration(limit),
+            crate::units::format_duration(limit),
             target.port
         ),
     }
@@ -570,41 +570,9 @@ pub fn explain_quic_error(e: &quinn::ConnectionError, target: &Target) -> anyhow
     }
 }
 
-/// Makes a full QUIC connection with one echo on one stream, then closes,
-/// so that the server's session ticket is stored in `opts.tls`. The next
-/// [`connect`] with `zero_rtt` can then send 0-RTT data.
-pub async fn fetch_ticket(
-    target: &Target,
-    opts: &ClientQuicOptions,
-    limit: Duration,
-) -> anyhow::Result<ConnectInfo> {
-    let plain = ClientQuicOptions {
-        zero_rtt: false,
-        ..opts.clone()
-    };
-    let (stream, mut info) = connect(target, &plain, limit).await?;
-    let mut client = crate::client::StreamClient::new(stream, limit);
-    client
-        .exchange_line(b"ticket please")
-        .await
-        .context("first connection (to get a session ticket)")?;
-    let stream = client.finish_and_drain(limit).await;
-    stream.negotiated(&mut info);
-    if let Stream::Quic(q) = &stream {
-        // The ticket (NewSessionTicket in a CRYPTO frame) follows the
-        // handshake; give it a moment if it has not arrived with the echo.
-        let deadline = Instant::now() + limit.min(Duration::from_secs(2));
-        while !has_ticket(opts.sessions.as_ref(), &info) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        q.close();
-    }
-    Ok(info)
-}
-
 /// Whether the client's session store holds a TLS 1.3 ticket for the
 /// server `info` names.
-fn has_ticket(store: &dyn rustls::client::ClientSessionStore, info: &ConnectInfo) -> bool {
+pub fn has_ticket(store: &dyn rustls::client::ClientSessionStore, info: &ConnectInfo) -> bool {
     let Some(name) = info
         .server_name
         .as_deref()
@@ -640,7 +608,7 @@ pub async fn exchange_datagram(
         Ok(Err(e)) => Err(anyhow::anyhow!("connection lost: {e}")),
         Err(_) => bail!(
             "no datagram back within {} (datagrams are not retransmitted)",
-            crate::cli::format_duration(limit)
+            crate::units::format_duration(limit)
         ),
     }
 }

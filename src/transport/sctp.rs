@@ -380,7 +380,7 @@ pub async fn connect_on(
                 Ok(Err(e)) => return Err(explain(e, addr)),
                 Err(_) if tokio::time::Instant::now() >= overall => bail!(
                     "no INIT-ACK from {addr} within {} after {attempts} INITs: is 'proto serve sctp' running there? (--timeout waits longer)",
-                    crate::cli::format_duration(limit)
+                    crate::units::format_duration(limit)
                 ),
                 Err(_) => break,
             };
@@ -579,7 +579,7 @@ impl SctpStream {
             Ok(None) => Err(self.ended()),
             Err(_) => bail!(
                 "no reply within {} (--timeout waits longer)",
-                crate::cli::format_duration(limit)
+                crate::units::format_duration(limit)
             ),
         }
     }

@@ -30,7 +30,7 @@ pub async fn connect(
             Err(_) => {
                 last_error = Some(anyhow::anyhow!(
                     "no answer from {target} within {}: is the host reachable and the port open? (--timeout waits longer)",
-                    crate::cli::format_duration(limit)
+                    crate::units::format_duration(limit)
                 ))
             }
         }

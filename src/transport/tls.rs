@@ -85,19 +85,35 @@ pub const ALPN: &[u8] = b"proto-echo";
 pub const MAX_EARLY_DATA: u32 = 16 * 1024;
 
 /// A TLS protocol version to restrict to (`--tls-version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum TlsVersion {
     /// TLS 1.2: two round trips of handshake.
-    #[value(name = "1.2")]
     #[serde(rename = "1.2")]
     V1_2,
     /// TLS 1.3: one round trip; 0-RTT on resumption.
-    #[value(name = "1.3")]
     #[serde(rename = "1.3")]
     V1_3,
 }
 
 impl TlsVersion {
+    pub const ALL: [TlsVersion; 2] = [TlsVersion::V1_2, TlsVersion::V1_3];
+
+    /// The short id used on the command line: `1.2`, `1.3`.
+    pub fn id(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+
+    /// What the version costs, in one line (for `--help`).
+    pub fn summary(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "TLS 1.2: two round trips of handshake",
+            TlsVersion::V1_3 => "TLS 1.3: one round trip; 0-RTT on resumption",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TlsVersion::V1_2 => "TLS 1.2",
@@ -505,7 +521,7 @@ async fn handshake(
         Ok(Err(e)) => return Err(explain_tls_error(&e, &name, target)),
         Err(_) => bail!(
             "no TLS handshake with {target} within {}: is it a TLS server? (--timeout waits longer)",
-            crate::cli::format_duration(limit)
+            crate::units::format_duration(limit)
         ),
     };
     let zero_rtt = tls.get_ref().1.is_handshaking();
@@ -584,30 +600,4 @@ pub fn explain_tls_error(
         ),
         None => anyhow::anyhow!("TLS handshake with {target} failed: {e}"),
     }
-}
-
-/// Makes a full connection that sends one line and reads its reply, then
-/// closes cleanly, so that the server's session ticket (TLS 1.3) or session
-/// ID (TLS 1.2) is stored in `opts.config`. The next [`connect`] with the
-/// same options can then resume (and, with `early_data`, use 0-RTT).
-pub async fn fetch_ticket(
-    target: &Target,
-    opts: &ClientTlsOptions,
-    limit: Duration,
-) -> anyhow::Result<ConnectInfo> {
-    let plain = ClientTlsOptions {
-        early_data: false,
-        ..opts.clone()
-    };
-    let (stream, mut info) = connect(target, &plain, limit).await?;
-    let mut client = crate::client::StreamClient::new(stream, limit);
-    client
-        .exchange_line(b"ticket please")
-        .await
-        .context("first connection (to get a session ticket)")?;
-    // TLS 1.3 tickets follow the server's Finished; reading until the
-    // server closes makes sure none is left in flight.
-    let stream = client.finish_and_drain(limit).await;
-    stream.negotiated(&mut info);
-    Ok(info)
 }

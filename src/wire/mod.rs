@@ -4,6 +4,7 @@
 //!   big-endian header and a payload.
 //! * [`codec`]: the same frame as a `tokio_util` codec for byte streams.
 //! * [`hex`]: hex text for humans and test vectors.
+//! * [`limits`]: protocol limits and the default ports.
 //! * [`sctp`]: SCTP packets (RFC 9260): common header, chunks, CRC32c.
 //! * [`tcpip`]: IP, TCP and UDP headers (via `etherparse`).
 //! * [`tls`]: TLS records, handshake messages and record protection.
@@ -17,6 +18,7 @@ pub mod dissect;
 pub mod frame;
 pub mod hex;
 pub mod keylog;
+pub mod limits;
 pub mod pcapng;
 pub mod quic;
 pub mod sctp;

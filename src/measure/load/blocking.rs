@@ -14,7 +14,7 @@ use super::timer::ThreadTimer;
 use super::{
     BoxError, ConnectionFailure, Failure, LoadConfig, LoadError, LoadProgress, LoadReport,
 };
-use crate::client::monotonic_nanos;
+use crate::units::monotonic_nanos;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;

@@ -326,7 +326,7 @@ impl LoadConnection {
         let reply = match carrier {
             Carrier::Stream => vec![0; messages.reply_len()],
             // Room for any datagram, so that an oversized reply is seen whole.
-            Carrier::Datagrams => vec![0; crate::server::udp::MAX_DATAGRAM + 1],
+            Carrier::Datagrams => vec![0; crate::wire::limits::MAX_UDP_PAYLOAD + 1],
         };
         LoadConnection {
             index,

@@ -147,7 +147,7 @@ impl LoadConfig {
     /// [`validate`](Self::validate), and every message fits one datagram.
     pub fn validate_datagrams(&self) -> Result<(), ConfigError> {
         self.validate()?;
-        let max = crate::server::udp::MAX_DATAGRAM;
+        let max = crate::wire::limits::MAX_UDP_PAYLOAD;
         if self.message_bytes() > max {
             return Err(ConfigError::DatagramTooLarge {
                 bytes: self.message_bytes(),
@@ -194,7 +194,7 @@ pub enum Failure {
     Send(String),
     #[error("receiving: {0}")]
     Receive(String),
-    #[error("no reply within {}", crate::cli::format_duration(*.0))]
+    #[error("no reply within {}", crate::units::format_duration(*.0))]
     NoReply(Duration),
     #[error("the server closed the connection")]
     Closed,
@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_datagram_must_hold_the_whole_message() {
-        let max = crate::server::udp::MAX_DATAGRAM;
+        let max = crate::wire::limits::MAX_UDP_PAYLOAD;
         let fits = LoadConfig {
             size: max - 1,
             ..config()

@@ -8,7 +8,7 @@ use super::timer::TaskTimer;
 use super::{
     BoxError, ConnectionFailure, Failure, LoadConfig, LoadError, LoadProgress, LoadReport,
 };
-use crate::client::monotonic_nanos;
+use crate::units::monotonic_nanos;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

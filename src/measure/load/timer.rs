@@ -26,7 +26,7 @@
 //! with a `timerfd` registered with tokio on Linux (tokio's own timer
 //! elsewhere).
 
-use crate::client::monotonic_nanos;
+use crate::units::monotonic_nanos;
 use std::time::Duration;
 
 /// How early the first wake-up is asked for, before anything is learnt.

@@ -1,6 +1,5 @@
 //! Shared helpers for integration tests: start the real `proto` binary on
 //! an ephemeral port and wait for it to say where it listens.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

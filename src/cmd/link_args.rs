@@ -1,10 +1,10 @@
 //! Link options shared by every subcommand that uses the lab
-//! (`#[command(flatten)] link: LinkArgs`), and the human-friendly parsers
-//! for durations ("250ms"), rates ("10mbit") and percentages ("2%").
+//! (`#[command(flatten)] link: LinkArgs`), turned into the lab's plain
+//! [`LabConfig`]. The unit parsers live in [`crate::units`].
 
-use super::model::{LinkConfig, LossModel};
-use super::LabConfig;
-use crate::cli::{number_and_unit, parse_duration};
+use crate::lab::model::{LinkConfig, LossModel};
+use crate::lab::LabConfig;
+use crate::units::{parse_bit_rate, parse_duration, parse_percent};
 use std::time::Duration;
 
 /// Options describing the emulated link. Symmetric options apply to both
@@ -34,7 +34,7 @@ pub struct LinkArgs {
           conflicts_with_all = ["loss", "loss_burst"], help_heading = "Link")]
     pub loss_ge: Option<LossModel>,
     /// Bottleneck rate, e.g. 10mbit, 1.5gbit, 500kbit (bits per second).
-    #[arg(long, value_parser = parse_rate, value_name = "BIT/S", help_heading = "Link")]
+    #[arg(long, value_parser = parse_bit_rate, value_name = "BIT/S", help_heading = "Link")]
     pub rate: Option<u64>,
     /// Bottleneck buffer in packets (drop-tail: arrivals to a full queue are
     /// dropped). Only used with --rate.
@@ -69,8 +69,8 @@ pub struct LinkArgs {
     /// bandwidth-delay product, the default), `kernel` (the kernel's
     /// defaults, to see a window limit a long fat link), or a size like 2M
     /// (exactly this maximum for TCP's send and receive buffers).
-    #[arg(long, value_parser = super::buffers::parse_host_buffers, value_name = "sized|kernel|SIZE", default_value = "sized", help_heading = "Link")]
-    pub host_buffers: super::buffers::HostBuffers,
+    #[arg(long, value_parser = crate::lab::buffers::parse_host_buffers, value_name = "sized|kernel|SIZE", default_value = "sized", help_heading = "Link")]
+    pub host_buffers: crate::lab::buffers::HostBuffers,
 
     /// One-way delay client→server (overrides --rtt/--delay for that direction).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
@@ -91,10 +91,10 @@ pub struct LinkArgs {
     #[arg(long, value_parser = parse_percent, value_name = "PERCENT", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub down_loss: Option<f64>,
     /// Uplink rate, e.g. --up-rate 10mbit for a slow upload.
-    #[arg(long, value_parser = parse_rate, value_name = "BIT/S", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    #[arg(long, value_parser = parse_bit_rate, value_name = "BIT/S", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub up_rate: Option<u64>,
     /// Downlink rate (server→client).
-    #[arg(long, value_parser = parse_rate, value_name = "BIT/S", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
+    #[arg(long, value_parser = parse_bit_rate, value_name = "BIT/S", help_heading = "Asymmetric link (up = client→server, down = server→client)")]
     pub down_rate: Option<u64>,
     /// Bottleneck buffer client→server.
     #[arg(
@@ -210,103 +210,6 @@ impl LinkArgs {
     }
 }
 
-/// One line describing a direction, e.g. "delay 50ms, loss 2%, rate 10 Mbit/s".
-pub fn describe(link: &LinkConfig) -> String {
-    let mut parts = vec![format!("delay {}", fmt_duration(link.delay))];
-    if !link.jitter.is_zero() {
-        parts.push(format!("jitter ±{}", fmt_duration(link.jitter)));
-    }
-    match link.loss {
-        LossModel::None => {}
-        LossModel::Random { p } => parts.push(format!("loss {}%", p * 100.0)),
-        LossModel::GilbertElliott {
-            p_good_to_bad,
-            p_bad_to_good,
-            loss_in_good,
-            loss_in_bad,
-        } => {
-            let bad = p_good_to_bad / (p_good_to_bad + p_bad_to_good);
-            let mean = bad * loss_in_bad + (1.0 - bad) * loss_in_good;
-            parts.push(format!(
-                "loss {:.3}% in bursts of {:.1}",
-                mean * 100.0,
-                1.0 / p_bad_to_good
-            ))
-        }
-    }
-    if let Some(r) = link.rate_bps {
-        parts.push(format!(
-            "rate {}, queue {} packets",
-            fmt_rate(r),
-            link.queue_packets
-        ));
-    }
-    if link.reorder > 0.0 {
-        parts.push(format!(
-            "reorder {}% (+{})",
-            link.reorder * 100.0,
-            fmt_duration(link.reorder_delay)
-        ));
-    }
-    if link.duplicate > 0.0 {
-        parts.push(format!("duplicate {}%", link.duplicate * 100.0));
-    }
-    if !link.drop_data_packets.is_empty() {
-        let list: Vec<String> = link.drop_data_packets.iter().map(u64::to_string).collect();
-        parts.push(format!("drops data packet {}", list.join(", ")));
-    }
-    parts.join(", ")
-}
-
-pub fn fmt_duration(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us == 0.0 {
-        "0".into()
-    } else if us < 1000.0 {
-        format!("{us}µs")
-    } else if us < 1e6 {
-        format!("{}ms", us / 1000.0)
-    } else {
-        format!("{}s", us / 1e6)
-    }
-}
-
-pub fn fmt_rate(bps: u64) -> String {
-    let b = bps as f64;
-    if b >= 1e9 {
-        format!("{} Gbit/s", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{} Mbit/s", b / 1e6)
-    } else if b >= 1e3 {
-        format!("{} kbit/s", b / 1e3)
-    } else {
-        format!("{bps} bit/s")
-    }
-}
-
-/// Bits per second: "10mbit", "1.5gbit", "500kbit", "64000bit" or "64000".
-/// (tc's convention: "bit" suffixes are bits; "bps" would be bytes, so we
-/// reject it to avoid an 8× surprise.)
-pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let (v, unit) = number_and_unit(s)?;
-    let mult = match unit.as_str() {
-        "" | "bit" | "bit/s" => 1.0,
-        "k" | "kbit" | "kbit/s" => 1e3,
-        "m" | "mbit" | "mbit/s" => 1e6,
-        "g" | "gbit" | "gbit/s" => 1e9,
-        u => {
-            return Err(format!(
-                "{s:?}: unknown rate unit {u:?} (use kbit, mbit, gbit)"
-            ))
-        }
-    };
-    let bps = (v * mult).round();
-    if !(1.0..=1e12).contains(&bps) {
-        return Err(format!("{s:?}: rate must be between 1 bit/s and 1000 gbit"));
-    }
-    Ok(bps as u64)
-}
-
 /// "1%,25%,80%[,0.1%]" → Gilbert-Elliott with P(good→bad), P(bad→good),
 /// loss in bad, loss in good (0 if omitted).
 pub fn parse_gilbert_elliott(s: &str) -> Result<LossModel, String> {
@@ -329,43 +232,10 @@ pub fn parse_gilbert_elliott(s: &str) -> Result<LossModel, String> {
     })
 }
 
-/// A percentage as a probability: "2%" or "2" → 0.02.
-pub fn parse_percent(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    let t = t.strip_suffix('%').unwrap_or(t).trim();
-    let v: f64 = t
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a percentage like 2%"))?;
-    if !(0.0..=100.0).contains(&v) {
-        return Err(format!("{s:?}: must be between 0% and 100%"));
-    }
-    Ok(v / 100.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
-
-    #[test]
-    fn rates() {
-        assert_eq!(parse_rate("10mbit"), Ok(10_000_000));
-        assert_eq!(parse_rate("1gbit"), Ok(1_000_000_000));
-        assert_eq!(parse_rate("1.5Gbit"), Ok(1_500_000_000));
-        assert_eq!(parse_rate("500kbit"), Ok(500_000));
-        assert_eq!(parse_rate("64000"), Ok(64_000));
-        assert!(parse_rate("10mbps").is_err());
-        assert!(parse_rate("0").is_err());
-    }
-
-    #[test]
-    fn percents() {
-        assert_eq!(parse_percent("2%"), Ok(0.02));
-        assert_eq!(parse_percent("50"), Ok(0.5));
-        assert_eq!(parse_percent("0.5 %"), Ok(0.005));
-        assert!(parse_percent("101%").is_err());
-        assert!(parse_percent("x").is_err());
-    }
 
     #[derive(clap::Parser)]
     struct Cli {
@@ -412,7 +282,7 @@ mod tests {
             c.client_to_server.loss,
             LossModel::GilbertElliott { .. }
         ));
-        assert!(describe(&c.client_to_server).contains("bursts of 4.0"));
+        assert!(crate::output::link::describe(&c.client_to_server).contains("bursts of 4.0"));
     }
 
     #[test]

@@ -1,0 +1,54 @@
+//! How the library's plain enums appear on the command line. The library
+//! knows nothing of clap; each enum offers its ids (`ALL`, `id`/`name`) and
+//! one-line summaries, and this file turns them into clap's possible values.
+
+use crate::measure::handshake::Variant;
+use crate::transport::tls::TlsVersion;
+use crate::transport::Transport;
+use clap::builder::PossibleValue;
+use clap::ValueEnum;
+
+impl ValueEnum for Transport {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Transport::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.summary()))
+    }
+}
+
+impl ValueEnum for TlsVersion {
+    fn value_variants<'a>() -> &'a [Self] {
+        &TlsVersion::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.id()).help(self.summary()))
+    }
+}
+
+impl ValueEnum for Variant {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Variant::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.id()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_parses_back_to_itself() {
+        for t in Transport::ALL {
+            assert_eq!(Transport::from_str(t.name(), false), Ok(t));
+        }
+        for v in TlsVersion::ALL {
+            assert_eq!(TlsVersion::from_str(v.id(), false), Ok(v));
+        }
+        for v in Variant::ALL {
+            assert_eq!(Variant::from_str(v.id(), false), Ok(v));
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `proto bench`'s comparison: one row per transport, with each transport's
+//! latency and throughput as a ratio to TCP's.
+
+use crate::measure::load::LoadReport;
+use crate::output::latency::format_us;
+use crate::transport::Transport;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+
+/// The comparison: one row per transport, ratios to TCP's when TCP ran.
+pub fn comparison_table(rows: &[(Transport, &LoadReport)]) -> String {
+    let tcp = rows
+        .iter()
+        .find(|(transport, _)| *transport == Transport::Tcp)
+        .map(|(_, report)| (report.latency.summary().p50_us, report.requests_per_sec()));
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(vec![
+        "transport",
+        "requests",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "requests/s",
+        "MB/s",
+        "p50 vs tcp",
+        "req/s vs tcp",
+        "errors",
+        "lost",
+    ]);
+    for (transport, report) in rows {
+        let s = report.latency.summary();
+        let rps = report.requests_per_sec();
+        let (p50_ratio, rps_ratio) = match tcp {
+            Some((p50, tcp_rps)) if p50 > 0.0 && tcp_rps > 0.0 => (
+                format!("{:.2}×", s.p50_us / p50),
+                format!("{:.2}×", rps / tcp_rps),
+            ),
+            _ => ("-".into(), "-".into()),
+        };
+        let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
+        table.add_row(vec![
+            Cell::new(transport.name()),
+            right(s.count.to_string()),
+            right(format_us(s.p50_us)),
+            right(format_us(s.p99_us)),
+            right(format_us(s.p99_9_us)),
+            right(format_us(s.max_us)),
+            right(format!("{rps:.0}")),
+            right(format!("{:.2}", report.megabytes_per_sec())),
+            right(p50_ratio),
+            right(rps_ratio),
+            right((report.mismatches + report.failed_connections).to_string()),
+            right(report.lost.to_string()),
+        ]);
+    }
+    table.to_string()
+}
