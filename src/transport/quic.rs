@@ -44,6 +44,7 @@
 use super::certs::ServerIdentity;
 use super::tls::{self, Trust};
 use super::{ConnectInfo, Stream, Target, Transport};
+use crate::wire::tls::{parse_server_hello, ServerHelloInfo};
 use anyhow::{bail, Context};
 use quinn_proto::crypto::{
     self as qcrypto, ExportKeyingMaterialError, HeaderKey, KeyPair, Keys, PacketKey,
@@ -715,7 +716,7 @@ impl qcrypto::Session for Observed {
                 .map(|h| format!("{:?}", rustls::CipherSuite::from(h.cipher_suite))),
             key_exchange_group: hello
                 .as_ref()
-                .and_then(|h| h.group)
+                .and_then(|h| h.key_share_group)
                 .map(|g| format!("{:?}", rustls::NamedGroup::from(g))),
             resumed: hello.as_ref().map(|h| h.psk),
             early_data_accepted: match self.side {
@@ -786,30 +787,13 @@ impl qcrypto::Session for Observed {
     }
 }
 
-/// What a ServerHello says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerHello {
-    pub cipher_suite: u16,
-    /// From the key_share extension.
-    pub group: Option<u16>,
-    /// The pre_shared_key extension is present: the server resumed.
-    pub psk: bool,
-}
-
 /// Finds the ServerHello at the start of a TLS handshake byte stream.
 #[derive(Debug, Default)]
 struct HelloParser {
     buf: Vec<u8>,
     done: bool,
-    hello: Option<ServerHello>,
+    hello: Option<ServerHelloInfo>,
 }
-
-/// The `random` of a HelloRetryRequest (RFC 8446 §4.1.3): SHA-256 of
-/// "HelloRetryRequest". A retry is followed by the real ServerHello.
-const HRR_RANDOM: [u8; 32] = [
-    0xCF, 0x21, 0xAD, 0x74, 0xE5, 0x9A, 0x61, 0x11, 0xBE, 0x1D, 0x8C, 0x02, 0x1E, 0x65, 0xB8, 0x91,
-    0xC2, 0xA2, 0x11, 0x16, 0x7A, 0xBB, 0x8C, 0x5E, 0x07, 0x9E, 0x09, 0xE2, 0xC8, 0xA8, 0x33, 0x9C,
-];
 
 impl HelloParser {
     fn feed(&mut self, bytes: &[u8]) {
@@ -833,13 +817,14 @@ impl HelloParser {
             let body: Vec<u8> = self.buf[4..4 + len].to_vec();
             self.buf.drain(..4 + len);
             match parse_server_hello(&body) {
-                Some((hello, false)) => {
+                // A HelloRetryRequest (RFC 8446 §4.1.4) is followed by the real ServerHello.
+                Some(hello) if hello.hello_retry => continue,
+                Some(hello) => {
                     self.hello = Some(hello);
                     self.done = true;
                     self.buf = Vec::new();
                     return;
                 }
-                Some((_, true)) => continue, // HelloRetryRequest: the next one counts
                 None => {
                     self.done = true;
                     return;
@@ -847,42 +832,6 @@ impl HelloParser {
             }
         }
     }
-}
-
-/// Parses a ServerHello body; the flag says "this was a HelloRetryRequest".
-///
-/// ```text
-/// legacy_version (2) | random (32) | session_id (1 + n) | cipher_suite (2)
-/// | compression (1) | extensions length (2) | { type (2) | length (2) | data }*
-/// ```
-pub fn parse_server_hello(body: &[u8]) -> Option<(ServerHello, bool)> {
-    let random = body.get(2..34)?;
-    let sid_len = *body.get(34)? as usize;
-    let mut at = 35 + sid_len;
-    let cipher_suite = u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]);
-    at += 3; // suite + compression method
-    let ext_len = u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]) as usize;
-    at += 2;
-    let exts = body.get(at..at + ext_len)?;
-    let mut hello = ServerHello {
-        cipher_suite,
-        group: None,
-        psk: false,
-    };
-    let mut i = 0;
-    while i + 4 <= exts.len() {
-        let kind = u16::from_be_bytes([exts[i], exts[i + 1]]);
-        let len = u16::from_be_bytes([exts[i + 2], exts[i + 3]]) as usize;
-        let data = exts.get(i + 4..i + 4 + len)?;
-        match kind {
-            // key_share: the group comes first (in a retry, it is all there is)
-            51 if data.len() >= 2 => hello.group = Some(u16::from_be_bytes([data[0], data[1]])),
-            41 => hello.psk = true, // pre_shared_key
-            _ => {}
-        }
-        i += 4 + len;
-    }
-    Some((hello, random == HRR_RANDOM))
 }
 
 #[cfg(test)]
@@ -912,7 +861,7 @@ mod tests {
         p.feed(&msg[10..]);
         let hello = p.hello.unwrap();
         assert_eq!(hello.cipher_suite, 0x1301);
-        assert_eq!(hello.group, Some(0x001d));
+        assert_eq!(hello.key_share_group, Some(0x001d));
         assert!(hello.psk);
         assert_eq!(
             format!("{:?}", rustls::CipherSuite::from(hello.cipher_suite)),
