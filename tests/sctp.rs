@@ -745,3 +745,48 @@ fn tshark_dissects_proto_sctp_without_errors() {
         );
     }
 }
+
+/// `proto compare`'s sctp row across a 60 ms link: theory says 1 RTT
+/// (INIT/INIT-ACK; the data rides with the COOKIE-ECHO). A busy machine can
+/// only slow packets down, so three attempts; a wrong theory fails them all.
+#[test]
+fn compare_sctp_row_is_one_rtt_across_a_60ms_link() {
+    if !common::lab_or_skip("compare_sctp_row_is_one_rtt_across_a_60ms_link") {
+        return;
+    }
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let out = std::process::Command::new(common::PROTO)
+            .args([
+                "compare",
+                "--rtt",
+                "60ms",
+                "--protocols",
+                "sctp",
+                "--runs",
+                "3",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let row = &report["variants"][0];
+        assert_eq!(row["protocol"], "sctp");
+        assert_eq!(row["theory_rtts"], 1.0);
+        let measured = row["handshake_rtts"].as_f64();
+        let rtt = row["rtt"].as_f64();
+        match (measured, rtt) {
+            (Some(m), Some(r)) if (m - 1.0).abs() <= 0.1 && (59.0..66.0).contains(&r) => return,
+            _ => failures.push(format!(
+                "{measured:?} RTT on a {rtt:?} ms association ({})",
+                row["note"]
+            )),
+        }
+    }
+    panic!("sctp did not measure 1 ± 0.1 RTT in 3 attempts: {failures:?}");
+}

@@ -484,6 +484,13 @@ fn init_tag(token: &[u8]) -> u32 {
         .unwrap_or(0)
 }
 
+/// Whether TSN `a` comes after `b`. TSNs are 32-bit counters that wrap
+/// around, so "after" is serial-number arithmetic (RFC 1982): `a` is after
+/// `b` when it is less than 2^31 steps ahead.
+pub fn tsn_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
 /// A random u32 from the OS (tags must be unpredictable; ring's generator).
 pub fn rand_u32() -> u32 {
     use ring::rand::SecureRandom;
@@ -804,7 +811,7 @@ impl Driver {
         match (self.highest_tsn_sent, self.cumulative_ack) {
             (None, _) => self.cookie_echo.is_none(),
             (Some(_), None) => false,
-            (Some(sent), Some(acked)) => acked.wrapping_sub(sent) as i32 >= 0,
+            (Some(sent), Some(acked)) => !tsn_after(sent, acked),
         }
     }
 
@@ -818,7 +825,7 @@ impl Driver {
             if let (ChunkType::SACK, Ok(sack)) = (chunk.kind, wire::Sack::parse(chunk)) {
                 let newer = self
                     .cumulative_ack
-                    .is_none_or(|old| sack.cumulative_tsn_ack.wrapping_sub(old) as i32 > 0);
+                    .is_none_or(|old| tsn_after(sack.cumulative_tsn_ack, old));
                 if newer {
                     self.cumulative_ack = Some(sack.cumulative_tsn_ack);
                 }
@@ -882,7 +889,7 @@ impl Driver {
                         if let Ok(data) = wire::Data::parse(chunk) {
                             let newer = self
                                 .highest_tsn_sent
-                                .is_none_or(|old| data.tsn.wrapping_sub(old) as i32 > 0);
+                                .is_none_or(|old| tsn_after(data.tsn, old));
                             if newer {
                                 self.highest_tsn_sent = Some(data.tsn);
                             }
@@ -945,5 +952,84 @@ impl Driver {
         );
         self.socket.send(&alone).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stack_gets_only_parameters_it_understands() {
+        let init = Init {
+            initiate_tag: 7,
+            a_rwnd: 1000,
+            outbound_streams: 10,
+            inbound_streams: 20,
+            initial_tsn: 99,
+            params: vec![
+                wire::Param {
+                    kind: param::IPV4_ADDRESS,
+                    value: &[10, 0, 0, 1],
+                },
+                wire::Param {
+                    kind: param::FORWARD_TSN_SUPPORTED,
+                    value: &[],
+                },
+                wire::Param {
+                    kind: param::STATE_COOKIE,
+                    value: &[1, 2, 3],
+                },
+                wire::Param {
+                    kind: param::RANDOM,
+                    value: &[0; 32],
+                },
+            ],
+        };
+        let chunk = init_for_stack(&init);
+        let owned = chunk_from_bytes(&chunk).unwrap();
+        assert_eq!(owned.kind, ChunkType::INIT);
+        let bytes = wire::encode(1, 2, 0, &[owned]);
+        let packet = Packet::parse(&bytes).unwrap();
+        let back = Init::parse(packet.first()).unwrap();
+        assert_eq!(
+            (back.initiate_tag, back.initial_tsn, back.inbound_streams),
+            (7, 99, 20)
+        );
+        let kinds: Vec<u16> = back.params.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, vec![param::FORWARD_TSN_SUPPORTED]);
+    }
+
+    #[test]
+    fn the_stack_accepts_its_own_init_and_ours_built_from_it() {
+        let config = transport_config(5000, 7);
+        let (token, chunk) = local_init(&config).unwrap();
+        let bytes = wire::encode(5000, 7, 0, &[chunk]);
+        let packet = Packet::parse(&bytes).unwrap();
+        let init = Init::parse(packet.first()).unwrap();
+        assert_ne!(init.initiate_tag, 0);
+        // Both sides' INITs make an established association (SNAP).
+        let (peer_token, _) = local_init(&config).unwrap();
+        let mut endpoint = snap_only_endpoint();
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let (_, association) =
+            snap_association(&mut endpoint, config, token, peer_token, peer).unwrap();
+        assert!(!association.is_handshaking());
+    }
+
+    #[test]
+    fn tsns_compare_across_the_wrap() {
+        assert!(tsn_after(2, 1));
+        assert!(!tsn_after(1, 1));
+        assert!(tsn_after(0, u32::MAX), "0 follows 4294967295");
+        assert!(tsn_after(5, u32::MAX - 5));
+        assert!(!tsn_after(u32::MAX, 0));
+    }
+
+    #[test]
+    fn message_sizes() {
+        assert!(check_message_size(b"").is_err());
+        assert!(check_message_size(&[0; MAX_MESSAGE]).is_ok());
+        assert!(check_message_size(&[0; MAX_MESSAGE + 1]).is_err());
     }
 }
