@@ -751,12 +751,12 @@ fn tshark_dissects_proto_sctp_without_errors() {
 /// only slow packets down, so three attempts; a wrong theory fails them all.
 #[test]
 fn compare_sctp_row_is_one_rtt_across_a_60ms_link() {
-    if !common::lab_or_skip("compare_sctp_row_is_one_rtt_across_a_60ms_link") {
+    if !support::lab_or_skip("compare_sctp_row_is_one_rtt_across_a_60ms_link") {
         return;
     }
     let mut failures = Vec::new();
     for _ in 0..3 {
-        let out = std::process::Command::new(common::PROTO)
+        let out = std::process::Command::new(support::PROTO)
             .args([
                 "compare",
                 "--rtt",
