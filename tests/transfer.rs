@@ -99,10 +99,34 @@ fn reno_doubles_per_rtt_in_slow_start_and_halves_after_a_loss() {
     if !lab_or_skip("reno_doubles_per_rtt_in_slow_start_and_halves_after_a_loss") {
         return;
     }
-    let r = transfer(&[&CLASSIC[..], &["--cc", "reno", "--size", "3M"]].concat());
+    let r = transfer(
+        &[
+            &CLASSIC[..],
+            &["--cc", "reno", "--size", "3M", "--overhead"],
+        ]
+        .concat(),
+    );
     assert_eq!(r["run"]["cc"], "reno");
     assert_doubles(&r);
     assert_cut(&r, 0.4..=0.6, "Reno");
+    // C9's 20 bytes: a full segment is IPv4 20 + TCP 20 + the options the
+    // SYNs negotiated (timestamps: 12), read from the captured packets.
+    let o = &r["overhead"];
+    let full = &o["full_packet"];
+    assert_eq!(
+        (full["ip"].as_u64(), full["transport"].as_u64()),
+        (Some(20), Some(20)),
+        "{o}"
+    );
+    assert_eq!(full["options"], o["negotiated_option_bytes"], "{o}");
+    assert_eq!(
+        full["ip"].as_u64().unwrap()
+            + full["transport"].as_u64().unwrap()
+            + full["options"].as_u64().unwrap()
+            + full["payload"].as_u64().unwrap(),
+        1500,
+        "a full segment fills the 1500-byte MTU: {o}"
+    );
     assert_eq!(
         r["run"]["link"]["client_to_server"]["dropped_forced"], 1,
         "exactly the one forced drop"

@@ -59,6 +59,14 @@ pub struct TransferArgs {
     /// delivery rate, losses marked) as SVG to this file.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Capture every packet on the link to this pcap file (and measure the
+    /// header overhead from it).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Measure the header bytes per layer from the forwarded packets
+    /// (captures to a temporary file; costs disk and CPU at high rates).
+    #[arg(long)]
+    pub overhead: bool,
     /// Write every sample as CSV to this file.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
@@ -126,6 +134,9 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let certs = crate::transport::certs::CertDir::default_dir()?;
+    let temporary_pcap = (args.overhead && args.pcap.is_none())
+        .then(|| std::env::temp_dir().join(format!("proto-transfer-{}.pcap", std::process::id())));
+    lab_config.pcap = args.pcap.clone().or(temporary_pcap.clone());
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let lab = Lab::start(lab_config.clone()).context("starting the lab")?;
         let run = match config.protocol {
@@ -147,7 +158,23 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
                 describe(&lab_config.server_to_client)
             ),
         };
-        Ok(phases::analyze(run, facts, host_buffers))
+        let mut report = phases::analyze(run, facts, host_buffers);
+        if let Some(path) = &lab_config.pcap {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            report.overhead = Some(
+                crate::measure::overhead::from_capture(
+                    &bytes,
+                    crate::lab::CLIENT_IP.into(),
+                    report.run.bytes,
+                )
+                .map_err(|e| anyhow::anyhow!("reading the capture {}: {e}", path.display()))?,
+            );
+        }
+        if let Some(path) = &temporary_pcap {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(report)
     })
     .await
     .context("the transfer thread failed")??;
@@ -168,13 +195,20 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
     } else {
         let _ = writeln!(
             stdout,
-            "Link: {}\n{}\n{} transfer, congestion control {}\n{}\n{}\n{}",
+            "Link: {}\n{}\n{} transfer, congestion control {}\n{}\n{}\n{}{}",
             report.link.description,
             report.host_buffers.describe(),
             report.run.protocol.name(),
             report.run.cc,
             render::summary_table(&report),
             render::sparklines(&report.run.samples, 72),
+            report
+                .overhead
+                .as_ref()
+                .map_or(String::new(), |o| render::overhead_table(
+                    o,
+                    report.run.protocol
+                ) + "\n"),
             render::what_this_shows(&report)
         );
     }

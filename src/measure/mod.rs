@@ -14,7 +14,8 @@
 //! * [`transfer`]: a bulk transfer across the lab with the sender's TCP
 //!   state (cwnd, RTT, window) sampled from `TCP_INFO` every millisecond;
 //!   [`phases`] reads slow start, loss responses and window limits from it;
-//!   [`transfer_quic`] does the same over QUIC from quinn's path statistics.
+//!   [`transfer_quic`] does the same over QUIC from quinn's path statistics;
+//!   [`overhead`] measures header bytes per layer from the lab's capture.
 //! * [`trace`]: one connection's packets, decoded and timed, for a ladder
 //!   diagram (`proto trace`).
 
@@ -22,6 +23,7 @@ pub mod handshake;
 pub mod histogram;
 pub mod hol;
 pub mod load;
+pub mod overhead;
 pub mod phases;
 pub mod trace;
 pub mod transfer;

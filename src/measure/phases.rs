@@ -131,6 +131,8 @@ pub struct TransferReport {
     pub window: WindowLimit,
     pub zero_window: Option<ZeroWindow>,
     pub claims: Vec<Claim>,
+    /// Header bytes per layer, from a capture (`--overhead`, `--pcap`).
+    pub overhead: Option<super::overhead::Overhead>,
     pub run: TransferRun,
 }
 
@@ -367,6 +369,7 @@ pub fn analyze(
         slow_start,
         losses,
         claims: Vec::new(),
+        overhead: None,
         link,
         host_buffers,
         run,

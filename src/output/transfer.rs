@@ -1,8 +1,9 @@
 //! `proto transfer` as text: the summary table, a cwnd sparkline, the
 //! "what this shows" paragraph, and every sample as CSV.
 
+use crate::measure::overhead::Overhead;
 use crate::measure::phases::{TransferReport, WindowLimit};
-use crate::measure::transfer::Sample;
+use crate::measure::transfer::{Protocol, Sample};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
 use std::fmt::Write;
 
@@ -183,6 +184,70 @@ fn window_rows(w: &WindowLimit) -> Vec<(&'static str, String)> {
         ),
     ]);
     rows
+}
+
+/// The header overhead as a table: one full-size packet by layer, and
+/// bytes per 1000 bytes of data over the whole transfer.
+pub fn overhead_table(o: &Overhead, protocol: Protocol) -> String {
+    let f = &o.full_packet;
+    let total = f.ip + f.transport + f.options + f.payload;
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "client→server",
+        "IP",
+        if protocol == Protocol::Quic {
+            "UDP"
+        } else {
+            "TCP"
+        },
+        "TCP options",
+        if protocol == Protocol::Quic {
+            "QUIC packet (encrypted)"
+        } else {
+            "payload"
+        },
+        "total",
+    ]);
+    t.add_row(vec![
+        format!("one full packet ({} seen)", f.count),
+        f.ip.to_string(),
+        f.transport.to_string(),
+        f.options.to_string(),
+        f.payload.to_string(),
+        total.to_string(),
+    ]);
+    let p = &o.per_1000;
+    t.add_row(vec![
+        format!("per 1000 data bytes ({} packets)", o.packets),
+        format!("{:.1}", p.ip),
+        format!("{:.1}", p.transport),
+        format!("{:.1}", p.options),
+        if protocol == Protocol::Quic {
+            format!("{:.1} of QUIC headers, frames, tags", p.quic)
+        } else {
+            "1000".into()
+        },
+        format!("{:.1}", 1000.0 + p.ip + p.transport + p.options + p.quic),
+    ]);
+    for i in 1..6 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    let mut out = format!("Header overhead, measured from the packets the lab forwarded:\n{t}\n");
+    if protocol == Protocol::Tcp {
+        let _ = writeln!(
+            out,
+            "SYN offered: {}; SYN-ACK accepted: {}. So each data segment carries {} option bytes \
+             (timestamps: 10 + 2 NOP) — and {} were measured.",
+            o.syn_options.join(", "),
+            o.syn_ack_options.join(", "),
+            o.negotiated_option_bytes,
+            f.options
+        );
+    }
+    out
 }
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
