@@ -565,6 +565,81 @@ async fn late_udp_replies_are_told_apart() {
     }
 }
 
+/// A stream that, like a TLS stream whose socket is busy, keeps what is
+/// written until it is flushed.
+struct HoldsUntilFlush {
+    inner: tokio::net::TcpStream,
+    held: Vec<u8>,
+}
+
+impl tokio::io::AsyncRead for HoldsUntilFlush {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for HoldsUntilFlush {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.held.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        while !this.held.is_empty() {
+            let n =
+                std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_write(cx, &this.held))?;
+            this.held.drain(..n);
+        }
+        std::pin::Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The async loop flushes every request: over a stream that holds bytes
+/// until flushed (as a TLS stream does when its socket is busy, which made
+/// TLS runs stall every 64th request), every request still gets its reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_flushed_through_buffering_streams() {
+    let (tcp, _, stop) = echo_servers();
+    let cfg = config(Stop::Count(100), None, Duration::from_secs(2));
+    let connect = |_| async move {
+        let inner = tokio::net::TcpStream::connect(tcp).await?;
+        Ok(HoldsUntilFlush {
+            inner,
+            held: Vec::new(),
+        })
+    };
+    let report = task::run_streams(&cfg, connect, Arc::new(LoadProgress::default()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.requests, report.failed_connections),
+        (100, 0),
+        "{:?}",
+        report.errors
+    );
+    stop.cancel();
+}
+
 /// A server that accepts and reads but never answers: both loops give up
 /// after the timeout with the same typed failure (no CLI wording).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

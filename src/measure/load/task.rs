@@ -129,7 +129,15 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> bool {
     let request = conn.request();
     let sent = monotonic_nanos();
-    if let Err(e) = stream.write_all(request).await {
+    // Flush too: a TLS stream may keep the encrypted record in its buffer
+    // when the socket is not writable at once (e.g. when tokio's
+    // cooperative budget runs out: 128 operations, every 64th request), and
+    // then the request would never leave while we wait for its reply.
+    let written = match stream.write_all(request).await {
+        Ok(()) => stream.flush().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
         conn.send_failed(e);
         return false;
     }
