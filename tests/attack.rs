@@ -390,15 +390,27 @@ fn row_listen_backlog_absorbs_a_burst() {
 
 /// TcpExt ListenOverflows of this network namespace.
 fn listen_overflows() -> u64 {
-    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
-    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    proc_counter("/proc/net/netstat", "TcpExt:", "ListenOverflows")
+}
+
+/// Udp RcvbufErrors of this network namespace: datagrams the kernel
+/// dropped because a socket's receive queue was full.
+fn udp_receive_buffer_errors() -> u64 {
+    proc_counter("/proc/net/snmp", "Udp:", "RcvbufErrors")
+}
+
+/// A counter from a /proc/net table: a line of names, then a line of
+/// values, both starting with `prefix`.
+fn proc_counter(file: &str, prefix: &str, name: &str) -> u64 {
+    let table = std::fs::read_to_string(file).unwrap_or_default();
+    let mut lines = table.lines().filter(|l| l.starts_with(prefix));
     let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
         return 0;
     };
     names
         .split_whitespace()
         .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "ListenOverflows")
+        .find(|(n, _)| *n == name)
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0)
 }
@@ -505,6 +517,8 @@ fn row_quic_initial_flood_keeps_memory_bounded_and_serves_real_clients() {
     let server = Server::start("exec", "quic", &[]);
     let addr = server.addr;
     let rss_before = server.rss();
+    let cpu_before = server.cpu();
+    let drops_before = udp_receive_buffer_errors();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The flood, on its own thread: `rate` Initials a second from `ports`
     // source ports, none of which ever answers.
@@ -562,11 +576,13 @@ fn row_quic_initial_flood_keeps_memory_bounded_and_serves_real_clients() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (sent, flooded) = flood.join().unwrap();
     peak_rss = peak_rss.max(server.rss());
+    let server_cpu = (server.cpu() - cpu_before).as_secs_f64() / flooded.as_secs_f64() * 100.0;
+    let kernel_drops = udp_receive_buffer_errors().saturating_sub(drops_before);
     let slowest = handshakes.iter().max().copied().unwrap_or_default();
     figure(
         "quic-flood",
         format!(
-            "{sent} valid Initials in {:.1} s ({:.0}/s) from {ports} ports: RSS {} MB before, {} MB at peak; {} real handshakes, slowest {} ms, {} failed {:?}",
+            "{sent} valid Initials in {:.1} s ({:.0}/s) from {ports} ports: RSS {} MB before, {} MB at peak, server CPU {server_cpu:.0} % of a core, {kernel_drops} datagrams dropped by the kernel (UDP RcvbufErrors); {} real handshakes, slowest {} ms, {} failed {:?}",
             flooded.as_secs_f64(),
             sent as f64 / flooded.as_secs_f64(),
             rss_before >> 20,

@@ -70,6 +70,33 @@ impl std::str::FromStr for RetryPolicy {
     }
 }
 
+/// Bytes the kernel may queue for the QUIC socket before it drops
+/// datagrams: a burst of Initials (a flood, or the server losing the CPU
+/// for a moment) must not push a real client's packets out of the queue.
+pub const RECEIVE_BUFFER: libc::c_int = 4 << 20;
+
+/// Asks for [`RECEIVE_BUFFER`]: with SO_RCVBUFFORCE when privileged, else
+/// SO_RCVBUF (capped by `net.core.rmem_max`). Best effort.
+fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size = RECEIVE_BUFFER;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt on a socket we own, with an int of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+}
+
 /// A QUIC handshake in progress, counted until dropped.
 struct HandshakeSlot(Arc<AtomicUsize>);
 
@@ -131,6 +158,7 @@ pub async fn serve(
     config: quinn::ServerConfig,
     ctx: Arc<ServerContext>,
 ) -> anyhow::Result<()> {
+    enlarge_receive_buffer(&socket);
     let runtime = Arc::new(quinn::TokioRuntime);
     let socket = runtime
         .wrap_udp_socket(socket)

@@ -447,6 +447,50 @@ pub(crate) fn goes_on(
     }
 }
 
+/// The answer step alone, without any socket: feeds `chunks` (as reads
+/// might return them) to a fresh session with the default limits and
+/// `max_line`, then the peer's half-close if `eof`; returns every byte the
+/// server would write and why it would close, if it would. What the
+/// fuzzer drives (`fuzz/fuzz_targets/session_answer.rs`).
+pub fn answer_chunks(chunks: &[&[u8]], eof: bool, max_line: usize) -> (Vec<u8>, Option<String>) {
+    let ctx = ServerContext {
+        config: super::ServerConfig {
+            max_line,
+            quiet: true,
+            ..super::ServerConfig::default()
+        },
+        stats: Default::default(),
+        shutdown: Default::default(),
+        limiter: std::sync::Arc::new(super::limits::ConnectionLimiter::new(1, 1)),
+    };
+    let mut report = SessionReport::default();
+    let mut dialect = None;
+    let mut input = BytesMut::new();
+    let mut written = Vec::new();
+    let mut output = Vec::new();
+    let last = chunks.len();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let peer_done = eof && i + 1 == last;
+        if chunk.is_empty() && !peer_done {
+            continue; // a read never returns nothing but at the end
+        }
+        input.extend_from_slice(chunk);
+        let next = answer_input(
+            &mut dialect,
+            &mut input,
+            &mut output,
+            peer_done,
+            &ctx,
+            &mut report,
+        );
+        written.append(&mut output);
+        if let Next::Close(reason) = next {
+            return (written, Some(reason));
+        }
+    }
+    (written, None)
+}
+
 /// Serves one connection until the peer closes, misbehaves, idles out, or
 /// the server shuts down. Never panics on anything the peer sends.
 ///
