@@ -10,10 +10,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = proto::cli::parse_duration(text);
-    let _ = proto::cli::parse_size(text);
-    let _ = proto::cli::parse_rate(text);
-    let _ = proto::cli::number_and_unit(text);
+    let _ = proto::units::parse_duration(text);
+    let _ = proto::units::parse_size(text);
+    let _ = proto::units::parse_request_rate(text);
+    let _ = proto::units::parse_bit_rate(text);
+    let _ = proto::units::parse_percent(text);
+    let _ = proto::units::number_and_unit(text);
     let _ = proto::cmd::codec::parse_number(text);
     let _ = proto::wire::hex::parse(text);
     let _ = proto::transport::Target::parse(text, 8081);
