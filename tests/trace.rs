@@ -81,6 +81,13 @@ fn flag_bits(names: &str) -> u32 {
         .sum()
 }
 
+/// A JSON array of numbers, e.g. a packet's `tls_handshake`.
+fn u64s(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
 fn numbers(field: &str) -> Vec<u64> {
     field
         .split(',')
@@ -156,7 +163,7 @@ fn every_variant_agrees_with_tshark_and_with_compare() {
     let certs = dir.join("certs");
     // proto compare's own figures, to check the ladder's handshake cost.
     let out = Command::new(PROTO)
-        .args(["compare", "--rtt", "60ms", "--runs", "3", "--json"])
+        .args(["compare", "--rtt", "60ms", "--runs", "5", "--json"])
         .env("PROTO_CERT_DIR", &certs)
         .output()
         .unwrap();
@@ -191,30 +198,15 @@ fn every_variant_agrees_with_tshark_and_with_compare() {
                     "{variant} packet {i}: TCP flags"
                 );
             }
-            let our_hs: Vec<u64> = p["tls_handshake"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect();
+            let our_hs = u64s(&p["tls_handshake"]);
             assert_eq!(&our_hs, hs, "{variant} packet {i}: TLS handshake types");
             saw_handshake |= !our_hs.is_empty();
-            let our_frames: Vec<u64> = p["quic_frames"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect();
+            let our_frames = u64s(&p["quic_frames"]);
             assert_eq!(
                 &our_frames, frames,
                 "{variant} packet {i}: QUIC frame types"
             );
-            let our_chunks: Vec<u64> = p["sctp_chunks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect();
+            let our_chunks = u64s(&p["sctp_chunks"]);
             assert_eq!(
                 &our_chunks, chunks,
                 "{variant} packet {i}: SCTP chunk types"
@@ -288,7 +280,22 @@ fn a_dropped_syn_and_a_dropped_initial_show_the_retransmission_timers() {
     );
     // quinn: initial RTT estimate 333 ms, so the first probe timeout is
     // 333 + 4 × 333/2 = 999 ms (RFC 9002 §6.2).
-    let t = trace(&certs, &["quic", "--rtt", "60ms", "--drop", "c2s:Initial"]);
+    let qlog = dir.join("qlog");
+    let t = trace(
+        &certs,
+        &[
+            "quic",
+            "--rtt",
+            "60ms",
+            "--drop",
+            "c2s:Initial",
+            "--qlog",
+            qlog.to_str().unwrap(),
+        ],
+    );
+    // quinn's own record of the connection, as qvis reads it.
+    let log = std::fs::read_to_string(qlog.join("quic-client.sqlog")).unwrap();
+    assert!(log.contains("\"JSON-SEQ\"") && log.contains("transport:packet_sent"));
     assert_eq!(packets(&t)[0]["fate"], "dropped");
     let gap = gap_ms(&t, "c2s", |p| {
         p["quic_packets"].as_array().unwrap().first() == Some(&Value::from("Initial"))
@@ -343,4 +350,24 @@ fn reading_the_capture_back_draws_the_same_ladder_and_the_svg_renders() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    // proto compare --ladder draws a ladder under its table.
+    let out = Command::new(PROTO)
+        .args([
+            "compare",
+            "--protocols",
+            "tcp",
+            "--runs",
+            "1",
+            "--rtt",
+            "20ms",
+            "--ladder",
+        ])
+        .env("PROTO_CERT_DIR", &certs)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("├─ SYN") && text.contains("TCP handshake done"),
+        "{text}"
+    );
 }

@@ -67,6 +67,13 @@ pub struct CompareArgs {
     /// Print CSV, one row per variant.
     #[arg(long)]
     pub csv: bool,
+    /// After the table, trace one more connection of each variant across
+    /// the same link and print its ladder (see `proto trace`). Lab only.
+    #[arg(long, conflicts_with_all = ["json", "csv", "to", "loopback"])]
+    pub ladder: bool,
+    /// With --ladder: write one SVG ladder per variant into DIR instead of printing them.
+    #[arg(long, value_name = "DIR", requires = "ladder")]
+    pub ladder_svg: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
@@ -109,7 +116,53 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         }
     };
     print_report(&report, &args)?;
+    if args.ladder {
+        if report.environment == "lab" {
+            print_ladders(&args).await?;
+        } else {
+            eprintln!("proto compare: --ladder needs the emulated link (root); no ladders drawn");
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--ladder`: one traced connection per variant, drawn.
+async fn print_ladders(args: &CompareArgs) -> anyhow::Result<()> {
+    use crate::measure::trace::{trace_live, TraceOptions};
+    use crate::output::ladder;
+    if let Some(dir) = &args.ladder_svg {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for &variant in &args.protocols {
+        let trace = trace_live(TraceOptions {
+            variant,
+            lab: lab_config(&args.link)?,
+            faults: Vec::new(),
+            all: false,
+            timeout: args.timeout,
+            probes: 3,
+            qlog: None,
+        })
+        .await
+        .with_context(|| format!("tracing {}", variant.id()))?;
+        match &args.ladder_svg {
+            Some(dir) => {
+                let path = dir.join(format!("{}.svg", variant.id()));
+                std::fs::write(&path, ladder::render_svg(&trace))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("{}: {}", variant.id(), path.display());
+            }
+            None => print!(
+                "{}",
+                ladder::render_text(
+                    &trace,
+                    std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                    true
+                )
+            ),
+        }
+    }
+    Ok(())
 }
 
 fn print_report(report: &CompareReport, args: &CompareArgs) -> anyhow::Result<()> {
@@ -162,14 +215,7 @@ async fn loopback(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareRepo
 /// Servers on the lab's server host, clients on its client host, the
 /// emulated link between them: real round trips, on one machine.
 async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport> {
-    let mut link = args.link.clone();
-    let no_delay_given = [link.rtt, link.delay, link.up_delay, link.down_delay]
-        .iter()
-        .all(Option::is_none);
-    if no_delay_given {
-        link.rtt = Some(DEFAULT_LAB_RTT);
-    }
-    let config = link.to_config()?;
+    let config = lab_config(&args.link)?;
     let configured_rtt_ms =
         Some((config.client_to_server.delay + config.server_to_client.delay).as_secs_f64() * 1e3);
     let setting = format!(
@@ -203,6 +249,18 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
         link: serde_json::to_value(counters).ok(),
         configured_rtt_ms,
     })
+}
+
+/// The link the options describe, with [`DEFAULT_LAB_RTT`] when they give no delay.
+pub fn lab_config(link: &LinkArgs) -> anyhow::Result<crate::lab::LabConfig> {
+    let mut link = link.clone();
+    if [link.rtt, link.delay, link.up_delay, link.down_delay]
+        .iter()
+        .all(Option::is_none)
+    {
+        link.rtt = Some(DEFAULT_LAB_RTT);
+    }
+    link.to_config()
 }
 
 /// The round trip of the lab's link when none is given.

@@ -69,8 +69,9 @@ pub struct TraceArgs {
     /// Decryption Secrets Block): Wireshark and tshark open it decrypted.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// QUIC qlog files: not available (quinn 0.11's qlog support is not in
-    /// the release proto builds against); the JSON and pcapng hold the same packets.
+    /// QUIC variants: write the client's qlog of the measured connection
+    /// (JSON-SEQ, opens in qvis) as DIR/VARIANT-client.sqlog. Only the
+    /// client's view: proto's servers do not log qlog.
     #[arg(long, value_name = "DIR")]
     pub qlog: Option<PathBuf>,
     /// Echo round trips after the first reply that measure the connection's
@@ -139,9 +140,6 @@ pub fn parse_fault(text: &str) -> Result<Fault, String> {
 }
 
 pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
-    if args.qlog.is_some() {
-        eprintln!("proto trace: --qlog is not available: quinn 0.11 exposes no qlog output in the version proto builds against. The --json and --pcap outputs hold every QUIC packet and frame.");
-    }
     let trace = match &args.read {
         Some(path) => {
             let bytes = std::fs::read(path)
@@ -162,14 +160,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
                 .context("name a variant to trace, or --read FILE")?;
             Lab::check_available()
                 .context("proto trace runs its connection across the emulated link")?;
-            let mut link = args.link.clone();
-            if [link.rtt, link.delay, link.up_delay, link.down_delay]
-                .iter()
-                .all(Option::is_none)
-            {
-                link.rtt = Some(crate::cmd::compare::DEFAULT_LAB_RTT);
-            }
-            let lab = link.to_config()?;
+            let lab = crate::cmd::compare::lab_config(&args.link)?;
             trace::trace_live(TraceOptions {
                 variant,
                 lab,
@@ -177,12 +168,28 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
                 all: args.all,
                 timeout: args.timeout,
                 probes: args.probes as usize,
+                qlog: qlog_path(&args, variant)?,
             })
             .await?
         }
     };
     write_outputs(&trace, &args)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the qlog file goes (QUIC variants only).
+fn qlog_path(args: &TraceArgs, variant: Variant) -> anyhow::Result<Option<PathBuf>> {
+    let Some(dir) = &args.qlog else {
+        return Ok(None);
+    };
+    if !matches!(variant, Variant::Quic | Variant::QuicZeroRtt) {
+        anyhow::bail!(
+            "--qlog is for QUIC variants (quic, quic-0rtt); {} is not QUIC",
+            variant.id()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(Some(dir.join(format!("{}-client.sqlog", variant.id()))))
 }
 
 fn write_outputs(trace: &Trace, args: &TraceArgs) -> anyhow::Result<()> {

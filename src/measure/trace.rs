@@ -24,6 +24,7 @@ use crate::transport::{quic, tls, Stream, Target};
 use crate::wire::dissect::{self, Decoded, Dir, Label};
 use crate::wire::keylog::KeyLog;
 use crate::wire::pcapng::{self, PcapNgWriter};
+use anyhow::Context;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -154,6 +155,8 @@ pub struct TraceOptions {
     /// Echoes after the first reply, to measure the connection's own RTT
     /// as `proto compare` does.
     pub probes: usize,
+    /// QUIC variants: write the client's qlog of the measured connection here.
+    pub qlog: Option<std::path::PathBuf>,
 }
 
 /// The message the traced client sends.
@@ -190,9 +193,10 @@ pub async fn trace_live(opts: TraceOptions) -> anyhow::Result<Trace> {
     let keys = secrets.clone();
     let tail = configured_rtt + Duration::from_millis(100);
     let probes = opts.probes;
+    let qlog = opts.qlog.clone();
     servers
         .on_client(move || async move {
-            let r = run_client(variant, &endpoints, keys, timeout, probes).await;
+            let r = run_client(variant, &endpoints, keys, timeout, probes, qlog).await;
             // Let the last packets (FIN, ACK, CONNECTION_CLOSE) cross the link.
             tokio::time::sleep(tail).await;
             r
@@ -226,6 +230,7 @@ async fn run_client(
     secrets: Arc<MemoryKeyLog>,
     timeout: Duration,
     probes: usize,
+    qlog: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Instant> {
     use tls::TlsVersion::{V1_2, V1_3};
     let target = |addr: std::net::SocketAddr| Target {
@@ -289,6 +294,14 @@ async fn run_client(
                 // A fresh socket: the measured connection is its own conversation.
                 opts.endpoint = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
                 opts.zero_rtt = true;
+            }
+            if let Some(path) = &qlog {
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                opts.qlog_to(
+                    Box::new(std::io::BufWriter::new(file)),
+                    &format!("proto trace {} (client)", variant.id()),
+                )?;
             }
             let start = Instant::now();
             let (stream, _) = quic::connect(&t, &opts, timeout).await?;

@@ -199,6 +199,26 @@ impl ClientQuicOptions {
     }
 }
 
+impl ClientQuicOptions {
+    /// Records the next connections made with these options as qlog
+    /// (JSON text sequences, which qvis opens), written to `writer`.
+    pub fn qlog_to(
+        &mut self,
+        writer: Box<dyn std::io::Write + Send + Sync>,
+        title: &str,
+    ) -> anyhow::Result<()> {
+        let mut qlog = quinn_proto::QlogConfig::default();
+        qlog.writer(writer).title(Some(title.to_string()));
+        let stream = qlog.into_stream().context("starting the qlog stream")?;
+        let mut transport = transport_config(Duration::from_secs(30));
+        transport.qlog_stream(Some(stream));
+        let transport = Arc::new(transport);
+        self.config.transport_config(transport.clone());
+        self.config_0rtt.transport_config(transport);
+        Ok(())
+    }
+}
+
 /// One bidirectional QUIC stream used as a byte stream, together with the
 /// connection it belongs to (dropping the last handle closes it).
 ///
