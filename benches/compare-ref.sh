@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# proto against the C reference (../shared/bench-ref beside this checkout, or BENCH_REF=dir):
+# proto against the C reference in benches/reference (or BENCH_REF=dir):
 #
 #   server: proto serve   vs echo-ref   (both driven by the C client echo-rtt)
 #   client: proto client  vs echo-rtt   (both driving the C server echo-ref)
@@ -10,17 +10,17 @@
 # repetition; the table shows medians and proto/reference ratios. "same-core"
 # pins servers and clients to CPU 0 (removes ~80 µs of cross-CPU wake-up per
 # round trip: the repeatable figure on a shared VM); 8 and 64 connections run
-# unpinned, where both CPUs are needed. Needs gcc, python3, taskset, ss.
+# unpinned, where both CPUs are needed. Needs cc, python3, taskset (util-linux).
 set -u
 REPS=${1:-5}
 OUT=${2:-/tmp/proto-compare}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-REF=${BENCH_REF:-$HERE/../shared/bench-ref}
+REF=${BENCH_REF:-$HERE/benches/reference}
 mkdir -p "$OUT"
 RES="$OUT/results.jsonl"
 : > "$RES"
-gcc -O2 -pthread -o "$OUT/echo-rtt" "$REF/echo-rtt.c" || exit 1
-gcc -O2 -pthread -o "$OUT/echo-ref" "$REF/echo-ref.c" || exit 1
+cc -O2 -pthread -o "$OUT/echo-rtt" "$REF/echo-rtt.c" || exit 1
+cc -O2 -pthread -o "$OUT/echo-ref" "$REF/echo-ref.c" || exit 1
 (cd "$HERE" && cargo build --release --quiet) || exit 1
 PROTO=${CARGO_TARGET_DIR:-$HERE/target}/release/proto
 

@@ -2,6 +2,7 @@
 //! by proto's client and by the real `openssl s_client`; resumption and
 //! 0-RTT checked from the server's side; bad clients refused.
 
+mod common;
 mod support;
 
 use proto::client::StreamClient;
@@ -128,6 +129,11 @@ fn openssl_echo(server: &TestServer, version_flag: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openssl_s_client_tls13_gets_an_echo() {
+    if common::outside_program("openssl_s_client_tls13_gets_an_echo", "openssl", "openssl")
+        .is_none()
+    {
+        return;
+    }
     let server = TestServer::start().await;
     let (reply, log) = tokio::task::block_in_place(|| openssl_echo(&server, "-tls1_3"));
     assert_eq!(reply, "HELLO OPENSSL", "openssl said: {log}");
@@ -139,6 +145,11 @@ async fn openssl_s_client_tls13_gets_an_echo() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openssl_s_client_tls12_gets_an_echo() {
+    if common::outside_program("openssl_s_client_tls12_gets_an_echo", "openssl", "openssl")
+        .is_none()
+    {
+        return;
+    }
     let server = TestServer::start().await;
     let (reply, log) = tokio::task::block_in_place(|| openssl_echo(&server, "-tls1_2"));
     assert_eq!(reply, "HELLO OPENSSL", "openssl said: {log}");

@@ -155,18 +155,38 @@ pub fn run_with_input(
     )
 }
 
-/// `nc` (netcat-openbsd) must be installed; `.ci/run` installs it.
-pub fn nc() -> Command {
+/// An outside program a test drives (`nc`, `openssl`, `tcpdump`, `tshark`,
+/// `cc`), treated one way everywhere: installed → a `Command` for it;
+/// missing → locally a visible `SKIPPED` line and `None` (the test returns
+/// and passes), and in CI — where `.ci/run` installs every such program and
+/// sets `PROTO_INTEROP_REQUIRED=1` — a failure naming the package.
+pub fn outside_program(test: &str, program: &str, package: &str) -> Option<Command> {
     let found = Command::new("sh")
-        .args(["-c", "command -v nc"])
+        .arg("-c")
+        .arg(format!("command -v {program}"))
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(Command::new(program));
+    }
     assert!(
-        found,
-        "nc is not installed: apt-get install netcat-openbsd (.ci/run does this)"
+        std::env::var("PROTO_INTEROP_REQUIRED").as_deref() != Ok("1"),
+        "{test}: PROTO_INTEROP_REQUIRED=1 but `{program}` is not installed \
+         (apt-get install {package}; .ci/run does this)"
     );
-    Command::new("nc")
+    // Straight to stderr: the test harness captures eprintln!.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: `{program}` is not installed (apt-get install {package}; \
+         set PROTO_INTEROP_REQUIRED=1 to make this a failure)"
+    );
+    None
+}
+
+/// OpenBSD netcat, as the README's tour uses it.
+pub fn nc(test: &str) -> Option<Command> {
+    outside_program(test, "nc", "netcat-openbsd")
 }
 
 /// True when the lab (network namespaces, TUN) can run here; false, after a
