@@ -447,13 +447,10 @@ fn pcap_attempt() -> Result<(), String> {
         .windows(2)
         .all(|w| w[0].ts_nanos <= w[1].ts_nanos));
 
-    // tcpdump, when installed, reads it too.
-    if let Ok(out) = Command::new("tcpdump")
-        .arg("-nn")
-        .arg("-r")
-        .arg(&path)
-        .output()
+    // tcpdump reads it too (skipped with a message where it is missing).
+    if let Some(mut tcpdump) = common::outside_program("pcap read by tcpdump", "tcpdump", "tcpdump")
     {
+        let out = tcpdump.arg("-nn").arg("-r").arg(&path).output().unwrap();
         assert!(
             out.status.success(),
             "tcpdump: {}",
@@ -617,16 +614,7 @@ fn binary_server_command_runs_in_the_server_namespace() {
     let Some(_guard) = lab_or_skip("binary_server_command_runs_in_the_server_namespace") else {
         return;
     };
-    // Needs OpenBSD netcat (Debian/Ubuntu package netcat-openbsd).
-    let has_nc = Command::new("sh")
-        .args(["-c", "command -v nc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_nc {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED binary_server_command_runs_in_the_server_namespace: no `nc` (apt install netcat-openbsd)"
-        );
+    if common::nc("binary_server_command_runs_in_the_server_namespace").is_none() {
         return;
     }
     let marker = "1000.321";
@@ -835,4 +823,122 @@ fn invalid_settings_are_rejected_before_anything_is_built() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("MTU"), "{err}");
+}
+
+/// A capture ends after the connection has: COMMAND's FIN, the server's
+/// answering FIN and the last ACK are all in the file, because the lab lets
+/// in-flight packets cross before it stops the link.
+#[test]
+fn the_capture_records_both_fins_of_the_last_connection() {
+    let Some(_guard) = lab_or_skip("the_capture_records_both_fins_of_the_last_connection") else {
+        return;
+    };
+    let path = std::env::temp_dir().join(format!("proto-lab-fin-{}.pcap", std::process::id()));
+    let status = proto()
+        .args(["lab", "--rtt", "80ms", "--pcap"])
+        .arg(&path)
+        .args([
+            "--",
+            env!("CARGO_BIN_EXE_proto"),
+            "client",
+            "tcp",
+            "10.77.0.2",
+            "-m",
+            "hi",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let cap = pcap::parse(&bytes).unwrap();
+    // (source port, TCP flags) of every TCP packet, in capture order.
+    let tcp: Vec<(u16, u8)> = cap
+        .records
+        .iter()
+        .filter(|r| r.data.len() > 20 && r.data[0] >> 4 == 4 && r.data[9] == 6)
+        .map(|r| {
+            let ihl = (r.data[0] & 0x0f) as usize * 4;
+            (
+                u16::from_be_bytes([r.data[ihl], r.data[ihl + 1]]),
+                r.data[ihl + 13],
+            )
+        })
+        .collect();
+    const FIN: u8 = 0x01;
+    let server_fin = tcp.iter().position(|&(src, f)| src == 8081 && f & FIN != 0);
+    let client_fin = tcp.iter().position(|&(src, f)| src != 8081 && f & FIN != 0);
+    assert!(
+        client_fin.is_some(),
+        "the client's FIN is captured: {tcp:?}"
+    );
+    let server_fin = server_fin.unwrap_or_else(|| panic!("the server's FIN is captured: {tcp:?}"));
+    // And the client's answer to it (an ACK, or a RST from a closed socket).
+    assert!(
+        tcp[server_fin + 1..].iter().any(|&(src, _)| src != 8081),
+        "the client's answer to the server's FIN is captured: {tcp:?}"
+    );
+}
+
+/// The lab's shell says where it is: a banner, and a prompt starting with
+/// `[proto lab]` (sh reads PS1 from the environment).
+#[test]
+fn the_lab_shell_shows_that_it_is_inside_the_lab() {
+    let Some(_guard) = lab_or_skip("the_lab_shell_shows_that_it_is_inside_the_lab") else {
+        return;
+    };
+    let out = common::run_with_input(
+        proto()
+            .args(["lab", "--delay", "1ms"])
+            .env("SHELL", "/bin/sh"),
+        b"echo \"prompt=$PS1\"; exit\n",
+    );
+    let (status, stdout, stderr) = out;
+    assert!(status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&stdout).contains("prompt=[proto lab]"),
+        "{}",
+        String::from_utf8_lossy(&stdout)
+    );
+    assert!(stderr.contains("a shell on the client host"), "{stderr}");
+}
+
+/// With SSLKEYLOGFILE set, the client inside the lab logs each secret once;
+/// the lab's in-process server does not log the same secrets again.
+#[test]
+fn the_lab_server_does_not_log_keys_twice() {
+    let Some(_guard) = lab_or_skip("the_lab_server_does_not_log_keys_twice") else {
+        return;
+    };
+    let keylog = std::env::temp_dir().join(format!("proto-lab-keys-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&keylog);
+    let status = proto()
+        .args(["lab", "--delay", "1ms", "--"])
+        .args([
+            env!("CARGO_BIN_EXE_proto"),
+            "client",
+            "tls",
+            "10.77.0.2",
+            "-m",
+            "hi",
+        ])
+        .env("SSLKEYLOGFILE", &keylog)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let log = std::fs::read_to_string(&keylog).unwrap_or_default();
+    let _ = std::fs::remove_file(&keylog);
+    let secrets: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("TRAFFIC_SECRET_0"))
+        .collect();
+    assert_eq!(
+        secrets.len(),
+        2,
+        "client and server traffic secret once each:\n{log}"
+    );
 }

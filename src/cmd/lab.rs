@@ -110,17 +110,29 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let mut server = start_server(&lab, args.server.as_deref(), shutdown.clone()).await?;
 
+    let mut shell_rc = None;
     let (program, program_args) = match args.command.split_first() {
         Some((p, rest)) => (p.clone(), rest.to_vec()),
-        None => (
-            std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into()),
-            Vec::new(),
-        ),
+        None => {
+            let shell = std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into());
+            say!(
+                "proto lab: a shell on the client host {} (the server is {}, also in $PROTO_LAB_SERVER); `exit` or Ctrl-D leaves the lab",
+                lab.client_ip(),
+                lab.server_ip()
+            );
+            let (args, rc) = lab_shell_args(&shell);
+            shell_rc = rc;
+            (shell, args)
+        }
     };
     let mut cmd = Command::new(&program);
     cmd.args(&program_args)
         .env("PROTO_LAB_SERVER", lab.server_ip().to_string())
         .env("PROTO_LAB_CLIENT", lab.client_ip().to_string());
+    if args.command.is_empty() {
+        // sh, dash and ksh take their prompt from the environment.
+        cmd.env("PS1", LAB_PROMPT);
+    }
     let mut client =
         NsChild::spawn(lab.client_ns(), cmd).with_context(|| format!("starting {program:?}"))?;
 
@@ -143,8 +155,22 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             .context("stopping COMMAND")?,
     };
 
+    // Let what is on its way finish crossing (and enter the capture): the
+    // FIN of COMMAND's last connection, the server's answering FIN, the
+    // last ACKs. Then stop the servers (which may close connections of
+    // their own) and let those packets cross too.
+    let round_trip = banner_config.client_to_server.delay
+        + banner_config.server_to_client.delay
+        + banner_config.client_to_server.jitter
+        + banner_config.server_to_client.jitter;
+    let (quiet, limit) = (
+        Duration::from_millis(100),
+        Duration::from_secs(2) + 4 * round_trip,
+    );
+    tokio::task::block_in_place(|| lab.drain(quiet, limit));
     shutdown.cancel();
     server.stop().await;
+    tokio::task::block_in_place(|| lab.drain(quiet, limit));
     child::kill_orphans(&[]);
     let host_buffers = lab.host_buffers().clone();
     let counters = tokio::task::spawn_blocking(move || lab.shutdown())
@@ -162,11 +188,37 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         let json = serde_json::to_string_pretty(&value).context("encoding counters")?;
         let _ = writeln!(std::io::stdout(), "{json}");
     }
+    if let Some(rc) = shell_rc {
+        let _ = std::fs::remove_file(rc);
+    }
     let code = match signalled {
         Some(sig) => 128 + sig as u8,
         None => child::exit_code(status),
     };
     Ok(ExitCode::from(code))
+}
+
+/// The start of the lab shell's prompt: a shell inside the lab looks like
+/// any other, and commands typed in the wrong one measure the wrong network.
+const LAB_PROMPT: &str = "[proto lab] $ ";
+
+/// Arguments that make an interactive `shell` show [`LAB_PROMPT`]. bash
+/// sets its prompt in `~/.bashrc`, overriding the environment, so it gets
+/// an rc file that reads `~/.bashrc` first and then prefixes the prompt;
+/// that file is returned so it can be removed afterwards.
+fn lab_shell_args(shell: &str) -> (Vec<String>, Option<PathBuf>) {
+    if !shell.ends_with("/bash") && shell != "bash" {
+        return (Vec::new(), None);
+    }
+    let rc = std::env::temp_dir().join(format!("proto-lab-bashrc-{}", std::process::id()));
+    let script = "[ -f ~/.bashrc ] && . ~/.bashrc\nPS1=\"[proto lab] ${PS1:-\\$ }\"\n";
+    match std::fs::write(&rc, script) {
+        Ok(()) => (
+            vec!["--rcfile".into(), rc.to_string_lossy().into_owned()],
+            Some(rc),
+        ),
+        Err(_) => (Vec::new(), None),
+    }
 }
 
 struct OrphanSweeper;
@@ -272,7 +324,11 @@ async fn start_default_server(
     let ip = lab.server_ip();
     // The certificate also names the lab address, so clients that dial
     // 10.77.0.2 can verify it without --server-name.
-    let config = ServerConfig::quiet_with_certs(&CertDir::default_dir()?, &[ip.to_string()])?;
+    let mut config = ServerConfig::quiet_with_certs(&CertDir::default_dir()?, &[ip.to_string()])?;
+    // COMMAND inherits SSLKEYLOGFILE and its client logs each session's
+    // secrets; the server logging the same ones again would write every
+    // key twice into the file.
+    config.key_log = false;
     let listeners = lab
         .in_server(|| {
             Listeners::bind_all(

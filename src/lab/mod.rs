@@ -360,6 +360,34 @@ impl Lab {
 
     /// Stop the link and return the final counters. The namespaces and
     /// devices vanish as soon as no socket or process uses them any more.
+    /// Waits until no packet is inside the link and none has entered it for
+    /// `quiet`, at most `limit`: what is already on its way when COMMAND
+    /// ends (its FIN, the server's answering FIN, the last ACKs) then
+    /// arrives — and is captured — before the link stops. False when
+    /// `limit` passed first (a chatty or retransmitting peer).
+    pub fn drain(&self, quiet: Duration, limit: Duration) -> bool {
+        let started = std::time::Instant::now();
+        let mut last_entered = (u64::MAX, u64::MAX);
+        let mut quiet_since = started;
+        loop {
+            let c = self.counters();
+            let entered = (c.client_to_server.packets, c.server_to_client.packets);
+            let now = std::time::Instant::now();
+            if entered != last_entered {
+                last_entered = entered;
+                quiet_since = now;
+            }
+            let empty = inside(&c.client_to_server) == 0 && inside(&c.server_to_client) == 0;
+            if empty && now.duration_since(quiet_since) >= quiet {
+                return true;
+            }
+            if now.duration_since(started) >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     pub fn shutdown(mut self) -> LinkCounters {
         self.stop_threads();
         self.counters()
@@ -387,6 +415,14 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_threads();
     }
+}
+
+/// Packets inside one direction of the link right now: every packet (and
+/// extra copy) that entered and has not been delivered or dropped yet.
+fn inside(c: &DirectionCounters) -> u64 {
+    (c.packets + c.duplicated).saturating_sub(
+        c.delivered_packets + c.dropped_loss + c.dropped_forced + c.dropped_queue + c.write_errors,
+    )
 }
 
 fn run_in<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {

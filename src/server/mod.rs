@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub quic_retry: quic::RetryPolicy,
     /// Most QUIC handshakes in progress at once; more are refused.
     pub max_handshakes: usize,
+    /// Write TLS and QUIC session secrets to `$SSLKEYLOGFILE` when it is set
+    /// (for Wireshark). The lab turns this off for its in-process servers:
+    /// its client already logs the same secrets into the same file.
+    pub key_log: bool,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +92,7 @@ impl Default for ServerConfig {
             min_rate: 500,
             quic_retry: quic::RetryPolicy::Auto,
             max_handshakes: 256,
+            key_log: true,
         }
     }
 }
@@ -523,8 +528,11 @@ pub async fn run_observed(
             );
         };
         if let Some(l) = listeners.tls {
-            let config =
+            let mut config =
                 crate::transport::tls::server_config(&identity, ctx.config.tls_version, false)?;
+            if !ctx.config.key_log {
+                config.key_log = Arc::new(rustls::NoKeyLog);
+            }
             let listener =
                 tokio::net::TcpListener::from_std(l).context("registering the TLS listener")?;
             let setup = tls::TlsSetup {
@@ -534,7 +542,11 @@ pub async fn run_observed(
             services.spawn(accept_loop(listener, ctx.clone(), setup));
         }
         if let Some(s) = listeners.quic {
-            let config = crate::transport::quic::server_config(&identity, ctx.config.idle_timeout)?;
+            let config = crate::transport::quic::server_config(
+                &identity,
+                ctx.config.idle_timeout,
+                ctx.config.key_log,
+            )?;
             services.spawn(quic::serve(s, config, ctx.clone()));
         }
     }

@@ -86,12 +86,17 @@ pub struct QuicHandshakeInfo {
 /// The server's QUIC configuration: TLS 1.3 with ALPN `proto-echo`,
 /// tickets and 0-RTT, DATAGRAM frames enabled.
 /// A connection that sends nothing for `idle` (at most 30 s here) is
-/// closed: that is how a client that vanished is noticed.
+/// closed: that is how a client that vanished is noticed. With `key_log`
+/// the session secrets go to `$SSLKEYLOGFILE` when it is set.
 pub fn server_config(
     identity: &ServerIdentity,
     idle: Duration,
+    key_log: bool,
 ) -> anyhow::Result<quinn::ServerConfig> {
-    let tls = tls::server_config(identity, None, true)?;
+    let mut tls = tls::server_config(identity, None, true)?;
+    if !key_log {
+        tls.key_log = Arc::new(rustls::NoKeyLog);
+    }
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| anyhow::anyhow!("building the QUIC TLS config: {e}"))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(ObservedServerConfig {
