@@ -448,7 +448,8 @@ fn pcap_attempt() -> Result<(), String> {
         .all(|w| w[0].ts_nanos <= w[1].ts_nanos));
 
     // tcpdump reads it too (skipped with a message where it is missing).
-    if let Some(mut tcpdump) = common::outside_program("pcap read by tcpdump", "tcpdump", "tcpdump")
+    if let Some(mut tcpdump) =
+        support::outside_program("pcap read by tcpdump", "tcpdump", "tcpdump")
     {
         let out = tcpdump.arg("-nn").arg("-r").arg(&path).output().unwrap();
         assert!(
@@ -614,7 +615,7 @@ fn binary_server_command_runs_in_the_server_namespace() {
     let Some(_guard) = lab_or_skip("binary_server_command_runs_in_the_server_namespace") else {
         return;
     };
-    if common::nc("binary_server_command_runs_in_the_server_namespace").is_none() {
+    if support::nc("binary_server_command_runs_in_the_server_namespace").is_none() {
         return;
     }
     let marker = "1000.321";
@@ -889,7 +890,7 @@ fn the_lab_shell_shows_that_it_is_inside_the_lab() {
     let Some(_guard) = lab_or_skip("the_lab_shell_shows_that_it_is_inside_the_lab") else {
         return;
     };
-    let out = common::run_with_input(
+    let out = support::run_with_input(
         proto()
             .args(["lab", "--delay", "1ms"])
             .env("SHELL", "/bin/sh"),

@@ -2,13 +2,13 @@
 //! it builds with `cc` from a clone, its client checks proto's server, and
 //! proto's client checks its server — the pieces the comparison needs.
 
-mod common;
+mod support;
 
-use common::{outside_program, Server, PROTO};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::{outside_program, Server, PROTO};
 
 const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/reference");
 

@@ -673,7 +673,7 @@ fn tshark_dissects_proto_sctp_without_errors() {
     if !support::lab_or_skip("tshark_dissects_proto_sctp_without_errors") {
         return;
     }
-    if common::outside_program(
+    if support::outside_program(
         "tshark_dissects_proto_sctp_without_errors",
         "tshark",
         "tshark",

@@ -2,7 +2,6 @@
 //! by proto's client and by the real `openssl s_client`; resumption and
 //! 0-RTT checked from the server's side; bad clients refused.
 
-mod common;
 mod support;
 
 use proto::client::StreamClient;
@@ -129,7 +128,7 @@ fn openssl_echo(server: &TestServer, version_flag: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openssl_s_client_tls13_gets_an_echo() {
-    if common::outside_program("openssl_s_client_tls13_gets_an_echo", "openssl", "openssl")
+    if support::outside_program("openssl_s_client_tls13_gets_an_echo", "openssl", "openssl")
         .is_none()
     {
         return;
@@ -145,7 +144,7 @@ async fn openssl_s_client_tls13_gets_an_echo() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openssl_s_client_tls12_gets_an_echo() {
-    if common::outside_program("openssl_s_client_tls12_gets_an_echo", "openssl", "openssl")
+    if support::outside_program("openssl_s_client_tls12_gets_an_echo", "openssl", "openssl")
         .is_none()
     {
         return;
