@@ -18,12 +18,12 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  sudo proto trace tls1.2 --rtt 329ms     the three round trips of TLS 1.2, decrypted
-  sudo proto trace quic                   QUIC: transport + crypto in one round trip
-  sudo proto trace tcp --drop c2s:SYN     the lost SYN and TCP's 1 s initial retransmission timeout
-  sudo proto trace quic --drop s2c:Initial   QUIC's probe timeout (PTO) at work
-  sudo proto trace tls1.3 --pcap t.pcapng    then: wireshark t.pcapng (decrypted: the keys are inside)
-  sudo proto trace quic-0rtt --all --json
+  proto trace tls1.2 --rtt 329ms     the three round trips of TLS 1.2, decrypted
+  proto trace quic                   QUIC: transport + crypto in one round trip
+  proto trace tcp --drop c2s:SYN     the lost SYN and TCP's 1 s initial retransmission timeout
+  proto trace quic --drop s2c:Initial   QUIC's probe timeout (PTO) at work
+  proto trace tls1.3 --pcap t.pcapng    then: wireshark t.pcapng (decrypted: the keys are inside)
+  proto trace quic-0rtt --all --json
   proto trace --read capture.pcap --keylog keys.txt   any capture, e.g. from tcpdump
 
 Faults (--drop DIR:NAME[*N]): DIR is c2s (client→server) or s2c; NAME is what the

@@ -23,12 +23,12 @@ pub enum TransferProtocol {
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  sudo proto transfer tcp                                   reno-style figure at 100 ms × 50 Mbit/s
-  sudo proto transfer tcp --cc reno --queue-bdp 1 --svg cwnd.svg   the lecture figure
-  sudo proto transfer tcp --cc cubic --drop-nth 400         one loss, always the same packet
-  sudo proto transfer tcp --cc bbr --queue-bdp 4            BBR vs a deep buffer (bufferbloat)
-  sudo proto transfer tcp --slow-reader 2mbit               the receiver's window closes
-  sudo proto transfer tcp --rtt 100ms --rate 1gbit --host-buffers kernel   window-limited")]
+  proto transfer tcp                                   reno-style figure at 100 ms × 50 Mbit/s
+  proto transfer tcp --cc reno --queue-bdp 1 --svg cwnd.svg   the lecture figure
+  proto transfer tcp --cc cubic --drop-nth 400         one loss, always the same packet
+  proto transfer tcp --cc bbr --queue-bdp 4            BBR vs a deep buffer (bufferbloat)
+  proto transfer tcp --slow-reader 2mbit               the receiver's window closes
+  proto transfer tcp --rtt 100ms --rate 1gbit --host-buffers kernel   window-limited")]
 pub struct TransferArgs {
     /// What carries the transfer.
     #[arg(value_enum)]
