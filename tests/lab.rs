@@ -810,6 +810,36 @@ fn sigkill_of_the_lab_leaves_no_process_and_no_namespace() {
 }
 
 /// Runs even without root: bad settings are reported as such.
+/// Every `--link` preset builds its link, carries an echo across it and
+/// takes at least the preset's round trips for it (connect + echo = 2 RTT).
+#[test]
+fn every_link_preset_runs() {
+    let Some(_guard) = lab_or_skip("every_link_preset_runs") else {
+        return;
+    };
+    for preset in &proto::lab::presets::PRESETS {
+        let started = Instant::now();
+        let out = proto()
+            .args(["lab", "--link", preset.name, "--json", "--", "bash", "-c"])
+            .arg("exec 3<>/dev/tcp/$PROTO_LAB_SERVER/8081; echo hello >&3; head -c 6 <&3")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {stderr}", preset.name);
+        assert!(stdout.starts_with("HELLO\n"), "{}: {stdout}", preset.name);
+        assert!(
+            started.elapsed() >= 2 * preset.rtt,
+            "{}: an echo took less than 2 RTT",
+            preset.name
+        );
+        let up = stderr.lines().find(|l| l.contains("up   client")).unwrap();
+        if let Some(rate) = preset.up_rate {
+            assert!(up.contains("rate "), "{}: {up} (rate {rate})", preset.name);
+        }
+    }
+}
+
 #[test]
 fn invalid_settings_are_rejected_before_anything_is_built() {
     let bad_link = LinkConfig {
@@ -817,7 +847,7 @@ fn invalid_settings_are_rejected_before_anything_is_built() {
         ..Default::default()
     };
     let err = Lab::start(LabConfig::symmetric(bad_link)).unwrap_err();
-    assert!(matches!(err, proto::lab::LabError::Config(_)), "{err}");
+    assert!(matches!(err, proto::lab::LabError::Config { .. }), "{err}");
     let err = Lab::start(LabConfig {
         mtu: 10,
         ..Default::default()

@@ -78,6 +78,12 @@ pub struct CompareArgs {
 
 pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let runs = args.runs as usize;
+    if (args.to.is_some() || args.loopback) && args.link.asks_for_link() {
+        anyhow::bail!(
+            "proto compare: link options (--rtt, --link, --loss, …) shape proto's emulated link, \
+             which --to and --loopback do not use; drop one or the other"
+        );
+    }
     let report = if let Some(host) = &args.to {
         let endpoints = remote_endpoints(host, &args).await?;
         let setting = format!(
@@ -253,7 +259,7 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
 
 /// The link the options describe, with [`DEFAULT_LAB_RTT`] when they give no delay.
 pub fn lab_config(link: &LinkArgs) -> anyhow::Result<crate::lab::LabConfig> {
-    let mut link = link.clone();
+    let mut link = link.with_preset();
     if [link.rtt, link.delay, link.up_delay, link.down_delay]
         .iter()
         .all(Option::is_none)

@@ -36,7 +36,7 @@ pub async fn run(args: HolArgs) -> anyhow::Result<ExitCode> {
     Lab::check_available().context(
         "proto hol needs the emulated link (a lossy path; loopback never loses a packet)",
     )?;
-    let mut link = args.link.clone();
+    let mut link = args.link.with_preset();
     if [link.rtt, link.delay, link.up_delay, link.down_delay]
         .iter()
         .all(Option::is_none)

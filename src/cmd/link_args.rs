@@ -3,6 +3,7 @@
 //! [`LabConfig`]. The unit parsers live in [`crate::units`].
 
 use crate::lab::model::{LinkConfig, LossModel};
+use crate::lab::presets::Preset;
 use crate::lab::LabConfig;
 use crate::units::{parse_bit_rate, parse_duration, parse_percent};
 use std::time::Duration;
@@ -12,6 +13,11 @@ use std::time::Duration;
 /// override one direction.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct LinkArgs {
+    /// A named link: its delay, jitter, loss and rates, each of which an
+    /// explicit option overrides (`--link 3g --rtt 100ms` is 3G with a
+    /// 100 ms round trip). The source of each preset's figures:
+    #[arg(long = "link", value_enum, value_name = "NAME", help_heading = "Link")]
+    pub preset: Option<Preset>,
     /// Round-trip time added by the link (half in each direction), e.g. 329ms.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", conflicts_with = "delay", help_heading = "Link")]
     pub rtt: Option<Duration>,
@@ -144,8 +150,47 @@ impl LinkArgs {
             .map_or(true, |config| config != LabConfig::default())
     }
 
-    /// Turn the options into a lab configuration (pcap unset).
+    /// These options with the `--link` preset's values filled in where no
+    /// explicit option gives them (an explicit option always wins).
+    pub fn with_preset(&self) -> LinkArgs {
+        let mut args = self.clone();
+        let Some(preset) = args.preset.take() else {
+            return args;
+        };
+        if args.rtt.is_none() && args.delay.is_none() {
+            args.rtt = Some(preset.rtt);
+        }
+        if args.jitter.is_none() && !preset.jitter.is_zero() {
+            args.jitter = Some(preset.jitter);
+        }
+        if args.loss.is_none() && args.loss_ge.is_none() && preset.loss > 0.0 {
+            args.loss = Some(preset.loss);
+            if args.loss_burst.is_none() {
+                args.loss_burst = preset.loss_burst;
+            }
+        }
+        // --rate sets both directions, so it overrides both preset rates.
+        if args.rate.is_none() {
+            args.up_rate = args.up_rate.or(preset.up_rate);
+            args.down_rate = args.down_rate.or(preset.down_rate);
+        }
+        args
+    }
+
+    /// Turn the options into a lab configuration (pcap unset). Settings
+    /// that are valid but probably not meant (`--rate 10` is 10 bit/s,
+    /// jitter above the delay) are reported on stderr, once per process.
     pub fn to_config(&self) -> anyhow::Result<LabConfig> {
+        let config = self.with_preset().build_config()?;
+        for link in [&config.client_to_server, &config.server_to_client] {
+            for warning in link.warnings() {
+                warn_once(&warning);
+            }
+        }
+        Ok(config)
+    }
+
+    fn build_config(&self) -> anyhow::Result<LabConfig> {
         let one_way = match (self.rtt, self.delay) {
             (Some(rtt), _) => rtt / 2,
             (None, Some(d)) => d,
@@ -195,7 +240,7 @@ impl LinkArgs {
                 duplicate: o.duplicate.or(self.duplicate).unwrap_or(0.0),
                 drop_data_packets: self.drop_nth.clone(),
             };
-            link.validate().map_err(anyhow::Error::msg)?;
+            link.validate()?;
             Ok(link)
         };
         Ok(LabConfig {
@@ -207,6 +252,21 @@ impl LinkArgs {
             host_buffers: self.host_buffers,
             tap: None,
         })
+    }
+}
+
+/// Prints `warning` on stderr unless this process printed it already (a
+/// command may turn its options into a configuration more than once).
+fn warn_once(warning: &str) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SHOWN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let shown = SHOWN.get_or_init(Mutex::default);
+    if let Ok(mut shown) = shown.lock() {
+        if shown.insert(warning.to_string()) {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "proto: warning: {warning}");
+        }
     }
 }
 
@@ -299,6 +359,69 @@ mod tests {
         );
         assert!(parse_gilbert_elliott("1%,2%").is_err());
         assert!(Cli::try_parse_from(["t", "--loss", "1%", "--loss-ge", "1,2,3"]).is_err());
+    }
+
+    #[test]
+    fn presets_fill_in_what_is_not_given() {
+        let c = config(&["--link", "3g"]);
+        assert_eq!(c.client_to_server.delay, Duration::from_millis(150));
+        assert_eq!(c.client_to_server.rate_bps, Some(768_000));
+        assert_eq!(c.server_to_client.rate_bps, Some(1_600_000));
+        // Explicit options win, one value at a time.
+        let c = config(&["--link", "3g", "--rtt", "100ms", "--down-rate", "2mbit"]);
+        assert_eq!(c.server_to_client.delay, Duration::from_millis(50));
+        assert_eq!(c.server_to_client.rate_bps, Some(2_000_000));
+        assert_eq!(c.client_to_server.rate_bps, Some(768_000));
+        let c = config(&["--link", "dsl", "--rate", "10mbit"]);
+        assert_eq!(c.client_to_server.rate_bps, Some(10_000_000));
+        assert_eq!(c.server_to_client.rate_bps, Some(10_000_000));
+        let c = config(&["--link", "wifi", "--delay", "1ms"]);
+        assert_eq!(c.client_to_server.delay, Duration::from_millis(1));
+        assert_eq!(c.client_to_server.jitter, Duration::from_millis(5));
+        assert!(matches!(
+            c.client_to_server.loss,
+            LossModel::GilbertElliott { .. }
+        ));
+        let c = config(&["--link", "wifi", "--loss", "0%"]);
+        assert_eq!(c.client_to_server.loss, LossModel::None);
+        // Every preset builds a valid link and counts as asking for one.
+        for p in &crate::lab::presets::PRESETS {
+            let cli = Cli::try_parse_from(["t", "--link", p.name]).unwrap();
+            let c = cli.link.to_config().unwrap();
+            assert_eq!(
+                c.client_to_server.delay + c.server_to_client.delay,
+                p.rtt,
+                "{}",
+                p.name
+            );
+            assert!(cli.link.asks_for_link());
+        }
+        assert!(Cli::try_parse_from(["t", "--link", "moon"]).is_err());
+    }
+
+    #[test]
+    fn suspicious_settings_warn() {
+        let c = config(&["--rate", "10", "--delay", "1ms", "--jitter", "5ms"]);
+        let warnings = c.client_to_server.warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("10 bit/s") && warnings[0].contains("10mbit"));
+        assert!(warnings[1].contains("jitter ±5ms is larger than the delay 1ms"));
+        assert!(
+            config(&["--rate", "1mbit", "--delay", "10ms", "--jitter", "5ms"])
+                .client_to_server
+                .warnings()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn invalid_settings_are_typed_errors() {
+        let cli = Cli::try_parse_from(["t", "--queue", "0"]).unwrap();
+        let err = cli.link.to_config().unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<crate::lab::LinkConfigError>(),
+            Some(&crate::lab::LinkConfigError::ZeroQueue)
+        );
     }
 
     #[test]

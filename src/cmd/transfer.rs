@@ -79,7 +79,7 @@ pub struct TransferArgs {
 }
 
 pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
-    let mut link = args.link.clone();
+    let mut link = args.link.with_preset();
     if [link.rtt, link.delay, link.up_delay, link.down_delay]
         .iter()
         .all(Option::is_none)

@@ -2,6 +2,7 @@
 //! knows nothing of clap; each enum offers its ids (`ALL`, `id`/`name`) and
 //! one-line summaries, and this file turns them into clap's possible values.
 
+use crate::lab::presets::{Preset, PRESETS};
 use crate::measure::handshake::Variant;
 use crate::transport::tls::TlsVersion;
 use crate::transport::Transport;
@@ -35,6 +36,15 @@ impl ValueEnum for Variant {
     }
 }
 
+impl ValueEnum for Preset {
+    fn value_variants<'a>() -> &'a [Self] {
+        &PRESETS
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name).help(self.source))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +59,9 @@ mod tests {
         }
         for v in Variant::ALL {
             assert_eq!(Variant::from_str(v.id(), false), Ok(v));
+        }
+        for p in &PRESETS {
+            assert_eq!(Preset::from_str(p.name, false).as_ref(), Ok(p));
         }
     }
 }

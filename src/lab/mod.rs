@@ -30,12 +30,13 @@ pub mod forwarder;
 pub mod model;
 pub mod netns;
 pub mod pcap;
+pub mod presets;
 pub mod servers;
 pub mod tap;
 pub mod tun;
 pub mod userns;
 
-pub use model::{DirectionCounters, LinkConfig, LossModel};
+pub use model::{DirectionCounters, LinkConfig, LinkConfigError, LossModel};
 
 use forwarder::{CapturePoint, Direction};
 use model::LinkModel;
@@ -115,8 +116,14 @@ pub enum LabError {
     /// The machine or the user lacks something the lab needs.
     #[error("proto lab needs {what}; {how_to_fix}")]
     Unavailable { what: String, how_to_fix: String },
-    #[error("invalid link settings: {0}")]
-    Config(String),
+    #[error("invalid link settings ({direction}): {source}")]
+    Config {
+        direction: &'static str,
+        #[source]
+        source: model::LinkConfigError,
+    },
+    #[error("MTU {0} is outside 68..=65535")]
+    Mtu(u32),
     #[error("{context}")]
     Io {
         context: String,
@@ -195,14 +202,13 @@ impl Lab {
             ("client→server", &config.client_to_server),
             ("server→client", &config.server_to_client),
         ] {
-            link.validate()
-                .map_err(|e| LabError::Config(format!("{dir}: {e}")))?;
+            link.validate().map_err(|source| LabError::Config {
+                direction: dir,
+                source,
+            })?;
         }
         if !(68..=65535).contains(&config.mtu) {
-            return Err(LabError::Config(format!(
-                "MTU {} is outside 68..=65535",
-                config.mtu
-            )));
+            return Err(LabError::Mtu(config.mtu));
         }
         Self::check_available()?;
 

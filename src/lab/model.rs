@@ -82,7 +82,7 @@ impl LossModel {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), LinkConfigError> {
         let probs: Vec<f64> = match *self {
             LossModel::None => vec![],
             LossModel::Random { p } => vec![p],
@@ -97,14 +97,29 @@ impl LossModel {
     }
 }
 
-fn check_probs(probs: &[f64], what: &str) -> Result<(), String> {
+fn check_probs(probs: &[f64], what: &'static str) -> Result<(), LinkConfigError> {
     for &p in probs {
         if !(0.0..=1.0).contains(&p) || p.is_nan() {
-            return Err(format!("{what} probability {p} is outside 0..=1"));
+            return Err(LinkConfigError::Probability { what, value: p });
         }
     }
     Ok(())
 }
+
+/// Settings the link model cannot honour.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum LinkConfigError {
+    #[error("{what} probability {value} is outside 0..=1 (give a percentage such as 2%)")]
+    Probability { what: &'static str, value: f64 },
+    #[error("rate must be above 0 bit/s (e.g. --rate 10mbit)")]
+    ZeroRate,
+    #[error("queue must hold at least 1 packet")]
+    ZeroQueue,
+}
+
+/// A link below this rate needs more than a second per full-size packet
+/// (1500 bytes × 8 / 12 kbit/s = 1 s): almost surely a missing unit.
+pub const SLOW_RATE_WARNING_BPS: u64 = 12_000;
 
 /// One direction of the emulated link.
 #[derive(Clone, Debug, PartialEq)]
@@ -154,17 +169,42 @@ impl Default for LinkConfig {
 impl LinkConfig {
     /// Reject settings the model cannot honour (probabilities outside 0..=1,
     /// a zero rate, a zero-length queue).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LinkConfigError> {
         self.loss.validate()?;
         check_probs(&[self.reorder], "reorder")?;
         check_probs(&[self.duplicate], "duplicate")?;
         if self.rate_bps == Some(0) {
-            return Err("rate must be above 0 bit/s".into());
+            return Err(LinkConfigError::ZeroRate);
         }
         if self.queue_packets == 0 {
-            return Err("queue must hold at least 1 packet".into());
+            return Err(LinkConfigError::ZeroQueue);
         }
         Ok(())
+    }
+
+    /// Settings the model honours but that are probably not what was
+    /// meant, each as a sentence saying what will happen.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(rate) = self.rate_bps.filter(|&r| r < SLOW_RATE_WARNING_BPS) {
+            warnings.push(format!(
+                "rate {rate} bit/s: one 1500-byte packet takes {:.0} s to send; \
+                 did you mean {rate}kbit or {rate}mbit?",
+                transmission_time(1500, rate).as_secs_f64()
+            ));
+        }
+        if self.jitter > self.delay {
+            let f = crate::units::format_duration_exact;
+            warnings.push(format!(
+                "jitter ±{} is larger than the delay {}: a delay cannot go below 0, \
+                 so the realised delays are not centred on {} (their mean is higher) \
+                 and in-order delivery bunches packets behind the slowest",
+                f(self.jitter),
+                f(self.delay),
+                f(self.delay)
+            ));
+        }
+        warnings
     }
 }
 
