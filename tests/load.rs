@@ -318,6 +318,36 @@ fn bench_prints_one_row_per_transport() {
     assert_eq!(j.as_array().unwrap().len(), 1);
     assert_eq!(j[0]["transport"], "tcp");
     assert_eq!(j[0]["requests"], 200);
+    assert_eq!(
+        j[0]["placement"], "one-cpu",
+        "the default placement, said in the JSON"
+    );
+}
+
+#[test]
+fn bench_says_how_client_and_servers_were_placed() {
+    let out = proto(&["bench", "--protocols", "tcp,tls", "--count", "200"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Placement: client and servers pinned to CPU"),
+        "{text}"
+    );
+    let out = proto(&[
+        "bench",
+        "--protocols",
+        "tcp",
+        "--count",
+        "200",
+        "--placement",
+        "unpinned",
+        "--json",
+    ]);
+    assert_eq!(json_of(&out)[0]["placement"], "unpinned");
+    // Across the lab the forwarder's threads take part: pinning is refused, not ignored.
+    let out = proto(&["bench", "--rtt", "10ms", "--placement", "one-cpu"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--placement is for the loopback bench"));
 }
 
 fn config(stop: Stop, rate: Option<f64>, timeout: Duration) -> LoadConfig {

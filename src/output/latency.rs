@@ -236,6 +236,10 @@ pub struct LoadJson<'a> {
     /// Open loop only: from the actual send times.
     pub uncorrected_latency_us: Option<LatencySummary>,
     pub percentiles: Vec<PercentilePoint>,
+    /// `proto bench`: where client and servers ran (`one-cpu`, `two-cpus`,
+    /// `unpinned`, `lab`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<&'static str>,
 }
 
 impl<'a> LoadJson<'a> {
@@ -278,6 +282,7 @@ impl<'a> LoadJson<'a> {
             latency_us: report.latency.summary(),
             uncorrected_latency_us: report.config.rate.map(|_| report.uncorrected.summary()),
             percentiles: report.latency.percentile_distribution(5),
+            placement: None,
         }
     }
 }
