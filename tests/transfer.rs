@@ -134,6 +134,67 @@ fn reno_doubles_per_rtt_in_slow_start_and_halves_after_a_loss() {
 }
 
 #[test]
+fn tls_is_sampled_from_the_same_tcp_and_its_records_are_counted() {
+    if !lab_or_skip("tls_is_sampled_from_the_same_tcp_and_its_records_are_counted") {
+        return;
+    }
+    let svg = std::env::temp_dir().join(format!("proto-transfer-tls-{}.svg", std::process::id()));
+    let r = transfer_over(
+        "tls",
+        &[
+            &CLASSIC[..],
+            &["--cc", "reno", "--size", "3M", "--overhead", "--svg"],
+            &[svg.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert_eq!(r["run"]["protocol"], "tls");
+    assert_eq!(r["run"]["cc"], "reno");
+    assert_eq!(r["run"]["bytes"], 3 << 20, "{}", brief(&r));
+    // TCP_INFO read under rustls: the same slow start and the same cut.
+    assert_doubles(&r);
+    assert_cut(&r, 0.4..=0.6, "Reno under TLS");
+    // What TLS wrote: 3 MiB in 16 KiB writes is 192 full records of
+    // 16 384 bytes, then a close_notify alert. TLS 1.3 protects each with a
+    // 16-byte AEAD tag and a 1-byte inner content type (the alert's body:
+    // 2 bytes + 1 + 16).
+    let tls = &r["run"]["tls"];
+    assert_eq!(tls["version"], "TLS 1.3", "{tls}");
+    assert_eq!(tls["plaintext_bytes"], 3 << 20, "{tls}");
+    assert_eq!(tls["records"], 193, "{tls}");
+    assert_eq!(tls["record_header_bytes"], 5 * 193, "{tls}");
+    assert_eq!(
+        tls["record_body_bytes"].as_u64().unwrap() - (3 << 20),
+        192 * 17 + 19,
+        "{tls}"
+    );
+    // The overhead split: IP 20 + TCP 20 + negotiated options per segment,
+    // and TLS's 5 + 17 bytes per 16 384 (≈ 1.3 per 1000).
+    let o = &r["overhead"];
+    assert_eq!(
+        o["full_packet"]["options"], o["negotiated_option_bytes"],
+        "{o}"
+    );
+    let layer = |name: &str| {
+        o["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no layer {name}: {o}"))["per_1000"]
+            .as_f64()
+            .unwrap()
+    };
+    let tls_share = layer("TLS record header") + layer("TLS AEAD tag + inner content type");
+    assert!((1.2..1.5).contains(&tls_share), "TLS per 1000: {tls_share}");
+    assert!(layer("IPv4 header") > 13.0, "{o}");
+    let figure = std::fs::read_to_string(&svg).unwrap();
+    let _ = std::fs::remove_file(&svg);
+    assert!(figure.contains("header bytes per 1000 bytes of data, by layer"));
+    assert!(figure.contains("TLS record header"));
+}
+
+#[test]
 fn cubic_cuts_cwnd_to_seven_tenths_after_a_loss() {
     if !lab_or_skip("cubic_cuts_cwnd_to_seven_tenths_after_a_loss") {
         return;

@@ -17,6 +17,9 @@ use std::time::Duration;
 pub enum TransferProtocol {
     /// The kernel's TCP; state from getsockopt(TCP_INFO).
     Tcp,
+    /// TLS (rustls) over the kernel's TCP: the same TCP_INFO, plus what the
+    /// records add (5-byte header, 16-byte AEAD tag, 1-byte inner type).
+    Tls,
     /// QUIC (quinn, in proto's process); state from quinn's path statistics.
     Quic,
 }
@@ -28,6 +31,7 @@ pub enum TransferProtocol {
   proto transfer tcp --cc cubic --drop-nth 400         one loss, always the same packet
   proto transfer tcp --cc bbr --queue-bdp 4            BBR vs a deep buffer (bufferbloat)
   proto transfer tcp --slow-reader 2mbit               the receiver's window closes
+  proto transfer tls --overhead --svg tls.svg          what TLS records add, per layer
   proto transfer tcp --rtt 100ms --rate 1gbit --host-buffers kernel   window-limited")]
 pub struct TransferArgs {
     /// What carries the transfer.
@@ -39,7 +43,7 @@ pub struct TransferArgs {
     /// Send for this long (default 5s).
     #[arg(long, value_parser = crate::units::parse_duration)]
     pub duration: Option<Duration>,
-    /// Congestion control: for TCP whatever the kernel offers
+    /// Congestion control: for TCP and TLS whatever the kernel offers
     /// (/proc/sys/net/ipv4/tcp_available_congestion_control: reno, cubic, bbr…);
     /// for QUIC quinn's newreno, cubic (default) or bbr.
     #[arg(long, value_name = "NAME")]
@@ -116,6 +120,7 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
     let config = TransferConfig {
         protocol: match args.protocol {
             TransferProtocol::Tcp => Protocol::Tcp,
+            TransferProtocol::Tls => Protocol::Tls,
             TransferProtocol::Quic => Protocol::Quic,
         },
         cc: args.cc.clone(),
@@ -141,6 +146,7 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
         let lab = Lab::start(lab_config.clone()).context("starting the lab")?;
         let run = match config.protocol {
             Protocol::Tcp => transfer::run_tcp(&lab, &config)?,
+            Protocol::Tls => crate::measure::transfer_tls::run_tls(&lab, &config, &certs)?,
             Protocol::Quic => crate::measure::transfer_quic::run_quic(&lab, &config, &certs)?,
         };
         let host_buffers = lab.host_buffers().clone();
@@ -167,6 +173,7 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
                     &bytes,
                     crate::lab::CLIENT_IP.into(),
                     report.run.bytes,
+                    report.run.tls.as_ref(),
                 )
                 .map_err(|e| anyhow::anyhow!("reading the capture {}: {e}", path.display()))?,
             );

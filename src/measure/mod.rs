@@ -14,7 +14,9 @@
 //! * [`transfer`]: a bulk transfer across the lab with the sender's TCP
 //!   state (cwnd, RTT, window) sampled from `TCP_INFO` every millisecond;
 //!   [`phases`] reads slow start, loss responses and window limits from it;
-//!   [`transfer_quic`] does the same over QUIC from quinn's path statistics;
+//!   [`transfer_tls`] does the same over TLS (the same TCP_INFO, and the
+//!   records counted as rustls writes them), [`transfer_quic`] over QUIC
+//!   from quinn's path statistics;
 //!   [`overhead`] measures header bytes per layer from the lab's capture.
 //! * [`trace`]: one connection's packets, decoded and timed, for a ladder
 //!   diagram (`proto trace`).
@@ -28,3 +30,4 @@ pub mod phases;
 pub mod trace;
 pub mod transfer;
 pub mod transfer_quic;
+pub mod transfer_tls;

@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
+    /// TLS over the kernel's TCP (rustls): the same TCP_INFO, plus records.
+    Tls,
     Quic,
 }
 
@@ -37,6 +39,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
+            Protocol::Tls => "tls",
             Protocol::Quic => "quic",
         }
     }
@@ -135,8 +138,36 @@ pub struct TransferRun {
     /// (its TUN device's queue was full: the forwarder fell behind, e.g. on
     /// a busy machine). Such losses are the host's, not the emulated link's.
     pub host_drops: u64,
+    /// What TLS wrote into the TCP connection (`proto transfer tls` only).
+    pub tls: Option<TlsSent>,
     /// Things that could not be measured, said plainly.
     pub notes: Vec<String>,
+}
+
+/// The client's TLS records, counted as rustls wrote them into the TCP
+/// socket: every byte TLS adds to the application's is here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TlsSent {
+    pub version: String,
+    pub cipher_suite: String,
+    /// Bytes the client sent during the handshake (ClientHello, Finished, …).
+    pub handshake_bytes: u64,
+    /// After the handshake: records, their 5-byte headers, and their bodies
+    /// (ciphertext + inner content type + AEAD tag).
+    pub records: u64,
+    pub record_header_bytes: u64,
+    pub record_body_bytes: u64,
+    /// Application bytes handed to TLS after the handshake.
+    pub plaintext_bytes: u64,
+}
+
+impl TlsSent {
+    /// What the record protection added beyond the plaintext: per record the
+    /// AEAD tag (16 bytes) and TLS 1.3's inner content type (1 byte), plus
+    /// the whole of the close_notify alert record.
+    pub fn protection_bytes(&self) -> u64 {
+        self.record_body_bytes.saturating_sub(self.plaintext_bytes)
+    }
 }
 
 /// The options negotiated in the SYN / SYN-ACK, from `tcpi_options`.
@@ -349,6 +380,63 @@ pub fn available_congestion_controls() -> Vec<String> {
 
 /// Run one TCP transfer across `lab`, client → server, sampling the client.
 pub fn run_tcp(lab: &Lab, config: &TransferConfig) -> anyhow::Result<TransferRun> {
+    run_stream(lab, config, StreamEnds::plain())
+}
+
+/// The receiving end's setup: the accepted connection and the run's stop
+/// flag in, what the receiver reads out.
+pub(crate) type Accept =
+    Box<dyn FnOnce(TcpStream, &AtomicBool) -> io::Result<Box<dyn Read>> + Send>;
+
+/// What runs on top of the TCP connection at each end: nothing (plain
+/// TCP), or TLS (see `transfer_tls`).
+pub(crate) struct StreamEnds {
+    /// Turns the server's accepted connection into what the receiver reads
+    /// (with TLS: after the server's side of the handshake). The stream has
+    /// a short read timeout; the flag says the run is over.
+    pub accept: Accept,
+    /// Turns the client's connected stream into what the sender writes
+    /// (with TLS: after the client's side of the handshake, in the sending
+    /// thread, so the samples cover the handshake's round trips too).
+    pub connect: Box<dyn FnOnce(TcpStream) -> io::Result<Box<dyn BulkSender>> + Send>,
+}
+
+impl StreamEnds {
+    fn plain() -> StreamEnds {
+        StreamEnds {
+            accept: Box::new(|conn, _| Ok(Box::new(conn))),
+            connect: Box::new(|conn| Ok(Box::new(conn))),
+        }
+    }
+}
+
+/// The sending end of a bulk transfer.
+pub(crate) trait BulkSender: Send {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Everything is written: close the sending direction.
+    fn finish(&mut self) -> io::Result<()>;
+    /// What TLS wrote, if this is TLS.
+    fn tls_sent(&self) -> Option<TlsSent> {
+        None
+    }
+}
+
+impl BulkSender for TcpStream {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        Write::write_all(self, data)
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// Run one transfer over the kernel's TCP across `lab`, client → server,
+/// sampling the client's TCP_INFO, with `ends` on top of TCP.
+pub(crate) fn run_stream(
+    lab: &Lab,
+    config: &TransferConfig,
+    ends: StreamEnds,
+) -> anyhow::Result<TransferRun> {
     use anyhow::Context;
     let listener = lab
         .in_server(|| TcpListener::bind(SocketAddr::from((SERVER_IP, 0))))
@@ -357,12 +445,13 @@ pub fn run_tcp(lab: &Lab, config: &TransferConfig) -> anyhow::Result<TransferRun
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    let StreamEnds { accept, connect } = ends;
     let receiver = {
         let (received, done, stop) = (received.clone(), done.clone(), stop.clone());
         let slow = config.slow_reader;
         std::thread::Builder::new()
             .name("transfer-recv".into())
-            .spawn(move || receive(listener, slow, &received, &stop, &done))?
+            .spawn(move || receive(listener, accept, slow, &received, &stop, &done))?
     };
 
     let stream = lab
@@ -387,7 +476,11 @@ pub fn run_tcp(lab: &Lab, config: &TransferConfig) -> anyhow::Result<TransferRun
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("transfer-send".into())
-            .spawn(move || send(stream, amount, &stop))?
+            .spawn(move || {
+                let mut sender = connect(stream)?;
+                send(sender.as_mut(), amount, &stop)?;
+                Ok(sender.tls_sent())
+            })?
     };
 
     let mut last = TcpInfo::default();
@@ -399,14 +492,18 @@ pub fn run_tcp(lab: &Lab, config: &TransferConfig) -> anyhow::Result<TransferRun
     let seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Release);
     let _ = stream.shutdown(std::net::Shutdown::Both);
-    let sent = sender
+    let sent: io::Result<Option<TlsSent>> = sender
         .join()
         .map_err(|_| anyhow::anyhow!("the sending thread panicked"))?;
-    if let Err(e) = sent {
-        if !stop.load(Ordering::Acquire) || done.load(Ordering::Acquire) {
-            notes.push(format!("sending stopped early: {e}"));
+    let tls = match sent {
+        Ok(tls) => tls,
+        Err(e) => {
+            if !stop.load(Ordering::Acquire) || done.load(Ordering::Acquire) {
+                notes.push(format!("sending stopped early: {e}"));
+            }
+            None
         }
-    }
+    };
     let receiver_time = receiver
         .join()
         .map_err(|_| anyhow::anyhow!("the receiving thread panicked"))?;
@@ -435,6 +532,7 @@ pub fn run_tcp(lab: &Lab, config: &TransferConfig) -> anyhow::Result<TransferRun
         samples,
         link: lab.counters(),
         host_drops,
+        tls,
         notes,
     })
 }
@@ -585,9 +683,10 @@ fn sample(at: Duration, info: &TcpInfo) -> Sample {
 }
 
 /// Write zeros until `amount` is sent, then close the sending direction.
-fn send(mut stream: TcpStream, amount: Amount, stop: &AtomicBool) -> io::Result<()> {
+fn send(stream: &mut dyn BulkSender, amount: Amount, stop: &AtomicBool) -> io::Result<()> {
     // Small writes: write() holds the socket's lock while it copies and
     // sends, and TCP_INFO waits for that lock, so big writes delay samples.
+    // (16 KiB is also exactly one full TLS record of plaintext.)
     let chunk = vec![0u8; 16 * 1024];
     let started = Instant::now();
     let mut sent = 0u64;
@@ -604,7 +703,7 @@ fn send(mut stream: TcpStream, amount: Amount, stop: &AtomicBool) -> io::Result<
         stream.write_all(&chunk[..want])?;
         sent += want as u64;
     }
-    stream.shutdown(std::net::Shutdown::Write)
+    stream.finish()
 }
 
 /// How often a `--slow-reader` receiver wakes up to read its share.
@@ -614,14 +713,16 @@ pub const SLOW_READ_EVERY: Duration = Duration::from_millis(500);
 /// if set). Returns when the last byte arrived.
 fn receive(
     listener: TcpListener,
+    accept: Accept,
     slow_reader: Option<u64>,
     received: &AtomicU64,
     stop: &AtomicBool,
     done: &AtomicBool,
 ) -> Option<Instant> {
     let result = (|| -> io::Result<Option<Instant>> {
-        let (mut conn, _) = listener.accept()?;
+        let (conn, _) = listener.accept()?;
         conn.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let mut conn = accept(conn, stop)?;
         let mut buf = vec![0u8; 256 * 1024];
         let started = Instant::now();
         let mut last = None;

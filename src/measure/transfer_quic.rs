@@ -299,6 +299,7 @@ pub fn run_quic(
         samples,
         link: lab.counters(),
         host_drops,
+        tls: None,
         notes,
     })
 }

@@ -11,6 +11,7 @@
 //!
 //! Losses are red vertical lines (dashed for timeouts).
 
+use crate::measure::overhead::{Overhead, APPLICATION};
 use crate::measure::phases::TransferReport;
 use crate::measure::transfer::Sample;
 use crate::output::plot::{escape, nice_axis, svg_start};
@@ -161,7 +162,12 @@ pub fn figure(r: &TransferReport) -> String {
         },
     ];
 
-    let height = TOP + panels.len() as f64 * (PANEL_H + GAP) - GAP + BOTTOM;
+    let bar_h = if r.overhead.is_some() {
+        OVERHEAD_H
+    } else {
+        0.0
+    };
+    let height = TOP + panels.len() as f64 * (PANEL_H + GAP) - GAP + BOTTOM + bar_h;
     let plot_w = WIDTH - LEFT - RIGHT;
     let x_of = |t: f64| LEFT + t / t_end * plot_w;
     let title = format!(
@@ -215,8 +221,57 @@ pub fn figure(r: &TransferReport) -> String {
             "   red lines: losses (dashed: timeout)"
         }
     );
+    if let Some(o) = &r.overhead {
+        overhead_bar(&mut svg, o, bottom + BOTTOM + 10.0);
+    }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// Room for the header-overhead bar under the panels.
+const OVERHEAD_H: f64 = 150.0;
+const LAYER_COLORS: [&str; 8] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+];
+
+/// Header bytes per 1000 bytes of data as one bar stacked by layer
+/// (outermost first), each layer's figure in the legend under it.
+fn overhead_bar(svg: &mut String, o: &Overhead, top: f64) {
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let headers: Vec<_> = o.layers.iter().filter(|l| l.name != APPLICATION).collect();
+    let total = o.total_per_1000();
+    let _ = writeln!(
+        svg,
+        r#"<text x="{LEFT}" y="{top:.1}" font-weight="bold">header bytes per 1000 bytes of data, by layer: {total:.1} in all (measured from the forwarded packets)</text>"#
+    );
+    let (bar_top, bar_h) = (top + 10.0, 28.0);
+    let mut x = LEFT;
+    for (i, l) in headers.iter().enumerate() {
+        let w = if total > 0.0 {
+            l.per_1000 / total * plot_w
+        } else {
+            0.0
+        };
+        let color = LAYER_COLORS[i % LAYER_COLORS.len()];
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{x:.1}" y="{bar_top:.1}" width="{w:.1}" height="{bar_h}" fill="{color}"><title>{}: {:.1}</title></rect>"#,
+            escape(&l.name),
+            l.per_1000
+        );
+        x += w;
+        // Legend: two per row under the bar.
+        let lx = LEFT + (i % 2) as f64 * 380.0;
+        let ly = bar_top + bar_h + 20.0 + (i / 2) as f64 * 18.0;
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{color}"/><text x="{:.1}" y="{ly:.1}">{} {:.1}</text>"#,
+            ly - 9.0,
+            lx + 14.0,
+            escape(&l.name),
+            l.per_1000
+        );
+    }
 }
 
 fn trim(x: f64) -> String {
@@ -355,6 +410,7 @@ mod tests {
             samples,
             link: Default::default(),
             host_drops: 0,
+            tls: None,
             notes: vec![],
         };
         let link = LinkFacts {

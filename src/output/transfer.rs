@@ -1,7 +1,7 @@
 //! `proto transfer` as text: the summary table, a cwnd sparkline, the
 //! "what this shows" paragraph, and every sample as CSV.
 
-use crate::measure::overhead::Overhead;
+use crate::measure::overhead::{Overhead, APPLICATION};
 use crate::measure::phases::{TransferReport, WindowLimit};
 use crate::measure::transfer::{Protocol, Sample};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
@@ -186,57 +186,51 @@ fn window_rows(w: &WindowLimit) -> Vec<(&'static str, String)> {
     rows
 }
 
-/// The header overhead as a table: one full-size packet by layer, and
-/// bytes per 1000 bytes of data over the whole transfer.
+/// The header overhead as a table: one row per layer, outermost first,
+/// with its bytes in one full-size packet and per 1000 bytes of data over
+/// the whole transfer.
 pub fn overhead_table(o: &Overhead, protocol: Protocol) -> String {
     let f = &o.full_packet;
-    let total = f.ip + f.transport + f.options + f.payload;
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(vec![
-        "client→server",
-        "IP",
-        if protocol == Protocol::Quic {
-            "UDP"
-        } else {
-            "TCP"
-        },
-        "TCP options",
-        if protocol == Protocol::Quic {
-            "QUIC packet (encrypted)"
-        } else {
-            "payload"
-        },
-        "total",
-    ]);
-    t.add_row(vec![
+        "client→server layer".to_string(),
         format!("one full packet ({} seen)", f.count),
-        f.ip.to_string(),
-        f.transport.to_string(),
-        f.options.to_string(),
-        f.payload.to_string(),
-        total.to_string(),
-    ]);
-    let p = &o.per_1000;
-    t.add_row(vec![
         format!("per 1000 data bytes ({} packets)", o.packets),
-        format!("{:.1}", p.ip),
-        format!("{:.1}", p.transport),
-        format!("{:.1}", p.options),
-        if protocol == Protocol::Quic {
-            format!("{:.1} of QUIC headers, frames, tags", p.quic)
-        } else {
-            "1000".into()
-        },
-        format!("{:.1}", 1000.0 + p.ip + p.transport + p.options + p.quic),
+        "how it was counted".to_string(),
     ]);
-    for i in 1..6 {
+    for l in &o.layers {
+        let per_packet = match (l.per_packet, l.name == APPLICATION) {
+            (Some(b), _) => b.to_string(),
+            // The application's share of a TLS or QUIC packet is inside
+            // the encrypted part: the full packet's remainder.
+            (None, true) => "the rest".into(),
+            (None, false) => "—".into(),
+        };
+        t.add_row(vec![
+            l.name.clone(),
+            per_packet,
+            format!("{:.1}", l.per_1000),
+            l.how.clone(),
+        ]);
+    }
+    t.add_row(vec![
+        "total on the wire".to_string(),
+        (f.ip + f.transport + f.options + f.payload).to_string(),
+        format!("{:.1}", 1000.0 + o.total_per_1000()),
+        String::new(),
+    ]);
+    for i in 1..3 {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }
     }
-    let mut out = format!("Header overhead, measured from the packets the lab forwarded:\n{t}\n");
-    if protocol == Protocol::Tcp {
+    let mut out = format!(
+        "Header overhead, measured from the packets the lab forwarded: {:.1} header bytes per 1000 \
+         bytes of data\n{t}\n",
+        o.total_per_1000()
+    );
+    if protocol != Protocol::Quic {
         let _ = writeln!(
             out,
             "SYN offered: {}; SYN-ACK accepted: {}. So each data segment carries {} option bytes \

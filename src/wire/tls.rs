@@ -135,6 +135,58 @@ pub fn split_records(stream: &[u8]) -> (Vec<Record<'_>>, usize) {
     (out, at)
 }
 
+/// Counts the records in a byte stream as it is written, without keeping
+/// it: how many records, and how many bytes their bodies (ciphertext, with
+/// the AEAD tag and TLS 1.3's inner content type) took. The stream may be
+/// cut anywhere: a header split across two writes is put back together.
+///
+/// ```text
+///   ┌────────┬─────────┬────────┬──────────────────────────────────────┐
+///   │ type 1 │ version │ length │ body (length bytes): ciphertext of   │
+///   │        │ 2       │ 2      │ data + inner type (1) + AEAD tag (16)│
+///   └────────┴─────────┴────────┴──────────────────────────────────────┘
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordTally {
+    /// Complete record headers seen.
+    pub records: u64,
+    /// Body bytes of those records (whether or not all of them arrived yet).
+    pub body_bytes: u64,
+    /// Bytes of the current record's body still to come.
+    body_left: usize,
+    header: [u8; RECORD_HEADER_LEN],
+    header_have: usize,
+}
+
+impl RecordTally {
+    /// Account for `bytes`, the next part of the stream.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (RECORD_HEADER_LEN - self.header_have).min(bytes.len());
+            self.header[self.header_have..self.header_have + n].copy_from_slice(&bytes[..n]);
+            self.header_have += n;
+            bytes = &bytes[n..];
+            if self.header_have == RECORD_HEADER_LEN {
+                self.header_have = 0;
+                self.body_left = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+                self.records += 1;
+                self.body_bytes += self.body_left as u64;
+            }
+        }
+    }
+
+    /// Record-header bytes so far (5 per record).
+    pub fn header_bytes(&self) -> u64 {
+        self.records * RECORD_HEADER_LEN as u64
+    }
+}
+
 /// Whether `bytes` start like a TLS record (used to recognise TLS on any port).
 pub fn looks_like_record(bytes: &[u8]) -> bool {
     matches!(bytes, [20..=23, 3, 0..=4, ..])
@@ -592,6 +644,22 @@ pub fn tls12_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tallies_records_cut_anywhere() {
+        // Two records: 3 body bytes, then 16 406 (a full TLS 1.3 data record).
+        let mut stream = vec![23, 3, 3, 0, 3, 1, 2, 3, 23, 3, 3];
+        stream.extend_from_slice(&16_406u16.to_be_bytes());
+        stream.extend(std::iter::repeat_n(0, 16_406));
+        for cut in [1, 4, 6, 7, 12, 100] {
+            let mut t = RecordTally::default();
+            for piece in stream.chunks(cut) {
+                t.feed(piece);
+            }
+            assert_eq!((t.records, t.body_bytes), (2, 16_409), "cut {cut}");
+            assert_eq!(t.header_bytes(), 10);
+        }
+    }
 
     #[test]
     fn splits_records_and_keeps_a_partial_one() {
