@@ -446,16 +446,32 @@ fn claims(r: &TransferReport) -> Vec<Claim> {
     if let Some(rate) = r.link.rate_bps {
         let base = r.link.rtt_ms;
         let q = r.queue_delay_ms;
+        let buffer_ms = r.link.queue_packets as f64 * 1500.0 * 8.0 / rate as f64 * 1e3;
         if r.run.cc == "bbr" {
+            // BBR paces at the bottleneck rate it measured and caps what is
+            // in flight near 2 × BDP, so a deep buffer never fills: the
+            // queue stays a fraction of it (up to about one BDP), with no
+            // overflow. A buffer shallower than the path cannot show that.
+            let overflows = r.run.link.client_to_server.dropped_queue;
             out.push(Claim {
-                claim: "BBR keeps the bottleneck queue (and so the RTT) low".into(),
+                claim: "BBR keeps the bottleneck queue (and so the RTT) low instead of filling the buffer"
+                    .into(),
                 measured: format!(
-                    "queueing delay p50 {:.1} ms on a {:.0} ms path (RTT p50 {:.1} ms)",
-                    q.p50, base, r.srtt_ms.p50
+                    "queueing delay p50 {:.1} ms, p99 {:.1} ms in a {:.0} ms drop-tail buffer ({}); sender's RTT p50 {:.1} ms on a {:.0} ms path",
+                    q.p50,
+                    q.p99,
+                    buffer_ms,
+                    if overflows == 0 {
+                        "never full".to_string()
+                    } else {
+                        format!("it overflowed: {overflows} drops")
+                    },
+                    r.srtt_ms.p50,
+                    base
                 ),
-                holds: Some(q.p50 < 0.25 * base.max(1.0)),
+                holds: (buffer_ms > base).then_some(q.p50 < 0.25 * buffer_ms && overflows == 0),
             });
-        } else if r.link.queue_packets as f64 * 1500.0 * 8.0 / rate as f64 * 1e3 > 0.25 * base {
+        } else if buffer_ms > 0.25 * base {
             // Only a sender that kept going until the queue overflowed can show it.
             let filled = r.run.link.client_to_server.dropped_queue > 0;
             out.push(Claim {
