@@ -608,6 +608,102 @@ fn binary_runs_the_default_echo_server_and_prints_json() {
         v["server_to_client"]["delivered_bytes"].as_u64().unwrap() > 0,
         "{v}"
     );
+    let fidelity = &v["fidelity"]["client_to_server"];
+    assert!(fidelity["timed_packets"].as_u64().unwrap() >= 3, "{v}");
+    assert_eq!(fidelity["configured_delay_ms"], 10.0, "{v}");
+    assert!(fidelity["delay_p50_ms"].as_f64().unwrap() >= 10.0, "{v}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("link fidelity"), "{stderr}");
+}
+
+/// Sends `n` numbered datagrams client→server, one per millisecond, and
+/// returns the link's counters after it stopped.
+fn paced_datagrams(lab: Lab, n: u32) -> proto::lab::LinkCounters {
+    let ip = lab.server_ip();
+    let server = lab.in_server(|| UdpSocket::bind((ip, 0))).unwrap();
+    let to = server.local_addr().unwrap();
+    let client = lab.in_client(|| UdpSocket::bind("0.0.0.0:0")).unwrap();
+    big_receive_buffer(&server);
+    let receiver = std::thread::spawn(move || receive_numbered(&server, ms(500)));
+    let start = Instant::now();
+    for seq in 0..n {
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&seq.to_be_bytes());
+        client.send_to(&msg, to).unwrap();
+        let due = start + ms(seq as u64 + 1);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    receiver.join().unwrap();
+    lab.shutdown()
+}
+
+/// On a quiet link the fidelity report's realised one-way delay is the
+/// configured one within the lab's accuracy target.
+#[test]
+fn fidelity_report_matches_a_quiet_link() {
+    let Some(_guard) = lab_or_skip("fidelity_report_matches_a_quiet_link") else {
+        return;
+    };
+    use proto::lab::fidelity::{assess_lab, ACCURACY_TARGET};
+    let target = ACCURACY_TARGET.as_secs_f64() * 1e3;
+    with_attempts("fidelity_report_matches_a_quiet_link", || {
+        let config = symmetric_rtt(ms(20));
+        let counters = paced_datagrams(Lab::start(config.clone()).unwrap(), 300);
+        let f = assess_lab(&config, &counters);
+        let up = &f.client_to_server;
+        eprintln!("{}", proto::output::link::fidelity_report(&f));
+        assert_eq!(up.timed_packets, 300);
+        assert_eq!(up.forwarder_dropped, 0);
+        let p50 = up.delay_p50_ms.unwrap();
+        // Never early; late only by scheduling noise.
+        assert!(p50 >= 10.0, "realised p50 {p50} ms for 10 ms");
+        if p50 - 10.0 > target || up.error_p50_ms.unwrap() > target {
+            return Err(format!("realised p50 {p50:.3} ms for a 10 ms delay"));
+        }
+        // (How many packets were late depends on the rest of the machine:
+        // `fidelity_report_flags_a_busy_machine` checks that they are reported.)
+        Ok(())
+    });
+}
+
+/// With every CPU busy (several spinning threads per CPU, at the
+/// forwarder's own priority), packets leave late and the report says so.
+#[test]
+fn fidelity_report_flags_a_busy_machine() {
+    let Some(_guard) = lab_or_skip("fidelity_report_flags_a_busy_machine") else {
+        return;
+    };
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let config = symmetric_rtt(ms(20));
+    let lab = Lab::start(config.clone()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..4 * cpus)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+        })
+        .collect();
+    let counters = paced_datagrams(lab, 500);
+    stop.store(true, Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    let f = proto::lab::fidelity::assess_lab(&config, &counters);
+    let report = proto::output::link::fidelity_report(&f);
+    eprintln!("{report}");
+    assert!(!f.faithful, "{report}");
+    assert!(f.client_to_server.late_packets > 0, "{report}");
+    assert!(report.contains("NOT what was asked for"), "{report}");
+    assert!(report.contains("too busy"), "{report}");
 }
 
 #[test]

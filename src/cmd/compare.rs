@@ -230,7 +230,7 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
         describe(&config.client_to_server),
         describe(&config.server_to_client)
     );
-    let servers = LabServers::start(config).await?;
+    let servers = LabServers::start(config.clone()).await?;
     let server_ip = servers.lab().server_ip();
     let endpoints = Endpoints::from_addresses(&servers.addresses, &server_ip.to_string())?;
     let protocols = args.protocols.clone();
@@ -247,12 +247,20 @@ async fn in_lab(args: &CompareArgs, runs: usize) -> anyhow::Result<CompareReport
         }
     }
     let (_, counters) = servers.stop().await?;
+    let fidelity = crate::lab::fidelity::assess_lab(&config, &counters);
+    if !fidelity.faithful {
+        eprintln!("{}", crate::output::link::fidelity_verdict(&fidelity));
+    }
+    let mut link = serde_json::to_value(counters).ok();
+    if let Some(link) = link.as_mut() {
+        link["fidelity"] = serde_json::to_value(&fidelity)?;
+    }
     Ok(CompareReport {
         environment: "lab".into(),
         setting,
         runs,
         variants,
-        link: serde_json::to_value(counters).ok(),
+        link,
         configured_rtt_ms,
     })
 }

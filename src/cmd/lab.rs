@@ -181,10 +181,14 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     // not turn into a panic at the very end.
     use std::io::Write as _;
     let _ = std::io::stderr().write_all(crate::output::link::counters_table(&counters).as_bytes());
+    let fidelity = crate::lab::fidelity::assess_lab(&banner_config, &counters);
+    let _ = std::io::stderr().write_all(crate::output::link::fidelity_report(&fidelity).as_bytes());
     if args.json {
-        // The link's counters, with the hosts' buffer limits beside them.
+        // The link's counters, with the hosts' buffer limits and the
+        // link's fidelity beside them.
         let mut value = serde_json::to_value(counters).context("encoding counters")?;
         value["host_buffers"] = serde_json::to_value(&host_buffers)?;
+        value["fidelity"] = serde_json::to_value(&fidelity)?;
         let json = serde_json::to_string_pretty(&value).context("encoding counters")?;
         let _ = writeln!(std::io::stdout(), "{json}");
     }

@@ -18,6 +18,7 @@
 //! 3. sleep in `ppoll` until the input is readable, the next departure is
 //!    due, or the lab asks us to stop (an eventfd).
 
+use super::fidelity::TimingRecorder;
 use super::model::{DirectionCounters, LinkModel, Verdict};
 use super::pcap::PcapWriter;
 use super::tap::{LinkEvent, SentFate};
@@ -81,6 +82,8 @@ pub struct Direction {
 /// A packet waiting for its departure time.
 struct Parked {
     at: Instant,
+    /// When it entered the link.
+    arrived: Instant,
     seq: u64,
     is_copy: bool,
     buf: Vec<u8>,
@@ -133,6 +136,7 @@ fn run(mut d: Direction) -> DirectionCounters {
     let spin_ahead = tuning_micros("PROTO_LAB_SPIN_AHEAD_US", SPIN_AHEAD_US);
     let spin_idle = tuning_micros("PROTO_LAB_SPIN_IDLE_US", SPIN_IDLE_US);
     let mut last_activity = Instant::now();
+    let mut timing = TimingRecorder::new(d.model.config());
 
     loop {
         // 1. Drain the input.
@@ -185,6 +189,7 @@ fn run(mut d: Direction) -> DirectionCounters {
                 copy[..len].copy_from_slice(&buf[..len]);
                 heap.push(Parked {
                     at: copy_at,
+                    arrived: now,
                     seq: arrival.seq,
                     is_copy: true,
                     buf: copy,
@@ -193,7 +198,13 @@ fn run(mut d: Direction) -> DirectionCounters {
             }
             if at <= now && heap.is_empty() {
                 // Nothing scheduled ahead of it: straight through.
-                deliver(&mut d, output, arrival.seq, false, &buf[..len]);
+                let sent = Departure {
+                    seq: arrival.seq,
+                    is_copy: false,
+                    arrived: now,
+                    scheduled: at,
+                };
+                deliver(&mut d, &mut timing, output, sent, &buf[..len]);
                 pool.push(buf);
             } else if len < buf_len / 4 {
                 // A small packet (an ACK) waiting out a delay: park a
@@ -202,6 +213,7 @@ fn run(mut d: Direction) -> DirectionCounters {
                 pool.push(buf);
                 heap.push(Parked {
                     at,
+                    arrived: now,
                     seq: arrival.seq,
                     is_copy: false,
                     buf: small,
@@ -210,6 +222,7 @@ fn run(mut d: Direction) -> DirectionCounters {
             } else {
                 heap.push(Parked {
                     at,
+                    arrived: now,
                     seq: arrival.seq,
                     is_copy: false,
                     buf,
@@ -222,7 +235,13 @@ fn run(mut d: Direction) -> DirectionCounters {
         let now = Instant::now();
         while heap.peek().is_some_and(|p| p.at <= now) {
             if let Some(p) = heap.pop() {
-                deliver(&mut d, output, p.seq, p.is_copy, &p.buf[..p.len]);
+                let sent = Departure {
+                    seq: p.seq,
+                    is_copy: p.is_copy,
+                    arrived: p.arrived,
+                    scheduled: p.at,
+                };
+                deliver(&mut d, &mut timing, output, sent, &p.buf[..p.len]);
                 if p.buf.len() == buf_len {
                     pool.push(p.buf);
                 }
@@ -266,14 +285,38 @@ fn run(mut d: Direction) -> DirectionCounters {
             let _ = w.flush();
         }
     }
-    let counters = d.model.counters();
+    let mut counters = d.model.counters();
+    // The TUN's drop counter is read by the lab, inside the namespace.
+    counters.timing = timing.summary(0);
     if let Ok(mut shared) = d.shared.lock() {
         *shared = counters;
     }
     counters
 }
 
-fn deliver(d: &mut Direction, output: RawFd, seq: u64, is_copy: bool, packet: &[u8]) {
+/// Which packet leaves, and when it should.
+struct Departure {
+    seq: u64,
+    is_copy: bool,
+    arrived: Instant,
+    scheduled: Instant,
+}
+
+fn deliver(
+    d: &mut Direction,
+    timing: &mut TimingRecorder,
+    output: RawFd,
+    sent: Departure,
+    packet: &[u8],
+) {
+    let Departure { seq, is_copy, .. } = sent;
+    timing.departed(
+        sent.arrived,
+        sent.scheduled,
+        Instant::now(),
+        is_copy,
+        packet.len(),
+    );
     // Capture first: the receiving kernel may answer inside write() (the
     // client's ACK to a SYN-ACK), and the answer must not precede it in
     // the file.

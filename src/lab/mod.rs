@@ -26,6 +26,7 @@
 
 pub mod buffers;
 pub mod child;
+pub mod fidelity;
 pub mod forwarder;
 pub mod model;
 pub mod netns;
@@ -408,7 +409,15 @@ impl Lab {
         for t in self.threads.drain(..) {
             finals.push(t.join().unwrap_or_default());
         }
-        if let [up, down] = finals[..] {
+        if let [mut up, mut down] = finals[..] {
+            // Packets the kernel dropped at a TUN device before the
+            // forwarder read them: the up direction reads the client's.
+            up.timing.tun_dropped = run_in(&self.client_ns, || {
+                fidelity::tun_tx_dropped(CLIENT_IF).unwrap_or(0)
+            });
+            down.timing.tun_dropped = run_in(&self.server_ns, || {
+                fidelity::tun_tx_dropped(SERVER_IF).unwrap_or(0)
+            });
             self.final_counters = Some(LinkCounters {
                 client_to_server: up,
                 server_to_client: down,

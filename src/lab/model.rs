@@ -82,6 +82,26 @@ impl LossModel {
         }
     }
 
+    /// The long-run share of packets lost, and the mean burst length (in
+    /// packets) for Gilbert-Elliott: the chain is in Bad a share
+    /// `p / (p + r)` of the time and stays there `1 / r` packets on average.
+    pub fn long_run(&self) -> (f64, Option<f64>) {
+        match *self {
+            LossModel::None => (0.0, None),
+            LossModel::Random { p } => (p, None),
+            LossModel::GilbertElliott {
+                p_good_to_bad: p,
+                p_bad_to_good: r,
+                loss_in_good,
+                loss_in_bad,
+            } => {
+                let bad = if p + r > 0.0 { p / (p + r) } else { 0.0 };
+                let mean = bad * loss_in_bad + (1.0 - bad) * loss_in_good;
+                (mean, (r > 0.0).then(|| 1.0 / r))
+            }
+        }
+    }
+
     fn validate(&self) -> Result<(), LinkConfigError> {
         let probs: Vec<f64> = match *self {
             LossModel::None => vec![],
@@ -234,6 +254,12 @@ pub struct DirectionCounters {
     pub in_flight: u64,
     /// Packets the far end's TUN device refused (should stay 0).
     pub write_errors: u64,
+    /// Runs of consecutive packets lost by the loss model (mean burst
+    /// length = `dropped_loss / loss_bursts`).
+    pub loss_bursts: u64,
+    /// When packets actually left, against when they should have (filled
+    /// in when the link stops; see `fidelity.rs`).
+    pub timing: super::fidelity::LinkTiming,
 }
 
 /// A small, fast, well-mixed PRNG (SplitMix64, Steele et al. 2014). We carry
@@ -314,6 +340,8 @@ pub struct LinkModel {
     dup_rng: Rng,
     /// Gilbert-Elliott state.
     in_bad_state: bool,
+    /// Whether the loss model took the previous packet (to count bursts).
+    previous_lost: bool,
     /// Times at which each packet in the bottleneck finishes transmission.
     queue: VecDeque<Instant>,
     /// When the bottleneck finishes sending everything queued so far.
@@ -338,6 +366,7 @@ impl LinkModel {
             dup_rng: Rng::stream(seed, direction, STREAM_DUPLICATE),
             cfg,
             in_bad_state: false,
+            previous_lost: false,
             queue: VecDeque::new(),
             busy_until: None,
             last_departure: None,
@@ -395,7 +424,12 @@ impl LinkModel {
         }
 
         // 1. Loss.
-        if self.lose() {
+        let lost = self.lose();
+        if lost && !self.previous_lost {
+            self.counters.loss_bursts += 1;
+        }
+        self.previous_lost = lost;
+        if lost {
             self.counters.dropped_loss += 1;
             return Arrival {
                 seq,
@@ -750,6 +784,8 @@ mod tests {
         }
         let mean_burst = lost.iter().filter(|&&l| l).count() as f64 / runs as f64;
         assert!((mean_burst - 4.0).abs() < 0.3, "mean burst {mean_burst}");
+        // The counters count the same bursts.
+        assert_eq!(m.counters().loss_bursts, runs);
     }
 
     #[test]

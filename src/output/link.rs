@@ -1,5 +1,6 @@
 //! The emulated link, described in one line for people.
 
+use crate::lab::fidelity::{DirectionFidelity, LinkFidelity};
 use crate::lab::model::{LinkConfig, LossModel};
 use crate::lab::LinkCounters;
 use crate::units::{format_bit_rate, format_duration_exact};
@@ -13,18 +14,12 @@ pub fn describe(link: &LinkConfig) -> String {
     match link.loss {
         LossModel::None => {}
         LossModel::Random { p } => parts.push(format!("loss {}%", p * 100.0)),
-        LossModel::GilbertElliott {
-            p_good_to_bad,
-            p_bad_to_good,
-            loss_in_good,
-            loss_in_bad,
-        } => {
-            let bad = p_good_to_bad / (p_good_to_bad + p_bad_to_good);
-            let mean = bad * loss_in_bad + (1.0 - bad) * loss_in_good;
+        LossModel::GilbertElliott { .. } => {
+            let (mean, burst) = link.loss.long_run();
             parts.push(format!(
                 "loss {:.3}% in bursts of {:.1}",
                 mean * 100.0,
-                1.0 / p_bad_to_good
+                burst.unwrap_or(f64::INFINITY)
             ))
         }
     }
@@ -83,6 +78,104 @@ pub fn counters_table(c: &LinkCounters) -> String {
         out.push_str(&format!("{name:<28} {up:>14} {down:>14}\n"));
     }
     out
+}
+
+/// What the link actually did against its settings, both directions, and
+/// a verdict in words (see `lab/fidelity.rs`).
+pub fn fidelity_report(f: &LinkFidelity) -> String {
+    let (u, d) = (&f.client_to_server, &f.server_to_client);
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let mut row = |name: &str, get: &dyn Fn(&DirectionFidelity) -> String| {
+        rows.push((name.to_string(), get(u), get(d)));
+    };
+    let ms = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.2}"));
+    row("one-way delay asked (ms)", &|x| {
+        format!("{:.2}", x.configured_delay_ms)
+    });
+    row("  realised p50 / p99 (ms)", &|x| {
+        format!("{} / {}", ms(x.delay_p50_ms), ms(x.delay_p99_ms))
+    });
+    row(
+        "  timing error p50 / p99",
+        &|x| match (x.error_p50_ms, x.error_p99_ms) {
+            (Some(p50), Some(p99)) => format!("+{p50:.2} / +{p99:.2}"),
+            _ => "–".into(),
+        },
+    );
+    if u.configured_jitter_ms > 0.0 || d.configured_jitter_ms > 0.0 {
+        row("jitter asked / realised (±ms)", &|x| {
+            format!("{:.2} / {}", x.configured_jitter_ms, ms(x.jitter_ms))
+        });
+    }
+    let lossy = |x: &DirectionFidelity| x.configured_loss > 0.0 || x.loss.is_some_and(|l| l > 0.0);
+    if lossy(u) || lossy(d) {
+        let pct = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{:.2}%", v * 100.0));
+        row("loss asked / realised", &|x| {
+            format!("{} / {}", pct(Some(x.configured_loss)), pct(x.loss))
+        });
+        if u.configured_loss_burst.is_some() || d.configured_loss_burst.is_some() {
+            let n = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:.1}"));
+            row("  mean burst asked / realised", &|x| {
+                format!("{} / {}", n(x.configured_loss_burst), n(x.loss_burst))
+            });
+        }
+    }
+    if u.configured_rate_bps.is_some() || d.configured_rate_bps.is_some() {
+        row("rate asked / realised", &|x| {
+            let asked = x.configured_rate_bps.map_or("–".into(), format_bit_rate);
+            let got = x
+                .rate_bps
+                .map_or("–".into(), |r| format_bit_rate(r.round() as u64));
+            format!("{asked} / {got}")
+        });
+    }
+    row("duplicated / reordered", &|x| {
+        format!("{} / {}", x.duplicated, x.reordered)
+    });
+    row(
+        &format!("late > {} ms / timed", f.late_threshold_ms),
+        &|x| format!("{} / {}", x.late_packets, x.timed_packets),
+    );
+    row("dropped by the forwarder", &|x| {
+        x.forwarder_dropped.to_string()
+    });
+    let mut out = format!(
+        "{:<30} {:>22} {:>22}\n",
+        "link fidelity", "client→server", "server→client"
+    );
+    for (name, up, down) in rows {
+        out.push_str(&format!("{name:<30} {up:>22} {down:>22}\n"));
+    }
+    out.push_str(&fidelity_verdict(f));
+    out.push('\n');
+    out
+}
+
+/// One sentence: was the link what was asked for, and if not, why.
+pub fn fidelity_verdict(f: &LinkFidelity) -> String {
+    if f.faithful {
+        let worst = [&f.client_to_server, &f.server_to_client]
+            .iter()
+            .filter_map(|x| x.error_max_ms)
+            .fold(0.0, f64::max);
+        return format!(
+            "The link was faithful: every packet left within {} ms of its time (worst {:.2} ms late), none lost outside the settings.",
+            f.late_threshold_ms, worst
+        );
+    }
+    let mut problems = Vec::new();
+    for (dir, x) in [
+        ("client→server", &f.client_to_server),
+        ("server→client", &f.server_to_client),
+    ] {
+        for p in &x.problems {
+            problems.push(format!("{dir}: {p}"));
+        }
+    }
+    format!(
+        "WARNING: the link was NOT what was asked for. {}. Re-run on a quieter machine (fewer programs busy) before trusting these figures.",
+        problems.join("; ")
+    )
 }
 
 #[cfg(test)]
