@@ -41,6 +41,94 @@ fn every_subcommand_help_says_what_it_demonstrates() {
     }
 }
 
+/// Every command with examples in its help.
+const WITH_EXAMPLES: [&str; 11] = [
+    "serve",
+    "client",
+    "codec encode",
+    "codec decode",
+    "endian",
+    "compare",
+    "lab",
+    "bench",
+    "transfer",
+    "trace",
+    "hol",
+];
+
+/// `proto SUB --help` with the terminal `columns` wide.
+fn help_at_width(sub: &str, columns: u32) -> String {
+    let out = Command::new(PROTO)
+        .args(sub.split(' '))
+        .arg("--help")
+        .env("COLUMNS", columns.to_string())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text after the options: examples and notes.
+fn after_options(help: &str) -> &str {
+    help.find("\nExamples:").map_or("", |at| &help[at..])
+}
+
+#[test]
+fn help_examples_and_notes_fit_an_80_column_terminal_unwrapped() {
+    // clap re-wraps any line wider than the terminal; a wrapped example
+    // breaks inside its quotes and cannot be pasted.
+    for sub in WITH_EXAMPLES {
+        let narrow = help_at_width(sub, 80);
+        let wide = help_at_width(sub, 100);
+        assert!(
+            !after_options(&narrow).is_empty(),
+            "{sub} --help has examples"
+        );
+        assert_eq!(
+            after_options(&narrow),
+            after_options(&wide),
+            "{sub} --help: lines after the options re-wrap at 80 columns"
+        );
+        for line in after_options(&narrow).lines() {
+            assert!(line.chars().count() <= 80, "{sub}: {line:?}");
+            if line.trim_start().starts_with("proto ") {
+                let command = line.trim().split("  ").next().unwrap_or_default();
+                assert_eq!(
+                    command.matches('\'').count() % 2,
+                    0,
+                    "{sub}: quotes: {line:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_examples_of_endian_and_codec_run_as_written() {
+    for sub in ["endian", "codec encode", "codec decode"] {
+        let help = help_at_width(sub, 80);
+        for line in after_options(&help).lines() {
+            let Some(example) = line.trim_start().strip_prefix("proto ") else {
+                continue;
+            };
+            // Up to the first run of spaces: what follows explains it.
+            let command = example.split("  ").next().unwrap().trim();
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "{PROTO} {}",
+                    command.replace("| proto", &format!("| {PROTO}"))
+                ))
+                .output()
+                .unwrap();
+            assert!(
+                status.status.success(),
+                "`proto {command}` from {sub} --help: {}",
+                String::from_utf8_lossy(&status.stderr)
+            );
+        }
+    }
+}
+
 #[test]
 fn codec_encode_then_decode_round_trips_through_hex() {
     let (ok, out, _) = proto(&[
@@ -133,4 +221,21 @@ fn a_closed_stdout_ends_any_subcommand_quietly() {
             out.status
         );
     }
+}
+
+#[test]
+fn a_certificate_directory_error_names_what_works_for_that_command() {
+    // bench has no --cert-dir: the way out must work for it.
+    let out = Command::new(PROTO)
+        .args(["bench", "--protocols", "tls", "--count", "1"])
+        .env("PROTO_CERT_DIR", "/proc/no-such-dir/certs")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot create the certificate directory"),
+        "{err}"
+    );
+    assert!(err.contains("set PROTO_CERT_DIR=DIR (any command"), "{err}");
 }

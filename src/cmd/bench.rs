@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    after_help = "Examples:\n  proto bench                                   every transport, 3 s each, closed loop, all on one CPU\n  proto bench --placement two-cpus              client on one CPU, servers on another\n  proto bench --protocols tcp --connections 8   8 connections\n  proto bench --size 32K --count 5000           large messages\n  proto bench --request-rate 5000/s --duration 5s   open loop, corrected latency\n  proto bench --rtt 20ms --loss 1%              across an emulated link (proto lab)\n\n--rate is the emulated link's bandwidth (e.g. 10mbit); requests per second are --request-rate."
+    after_help = "Examples:\n  proto bench                          every transport, 3 s each, on one CPU\n  proto bench --placement two-cpus     client on one CPU, servers on another\n  proto bench --protocols tcp -c 8     8 connections\n  proto bench --size 32K --count 5000  large messages\n  proto bench --request-rate 5000/s    open loop, corrected latency\n  proto bench --rtt 20ms --loss 1%     across an emulated link (proto lab)\n\n--rate is the emulated link's bandwidth (e.g. 10mbit); requests per second\nare --request-rate."
 )]
 pub struct BenchArgs {
     /// Transports to compare, comma-separated.

@@ -20,7 +20,7 @@ pub enum CodecCommand {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  proto codec encode --id 42 --timestamp 1000000000 hello")]
+#[command(after_help = "Examples:\n  proto codec encode --id 42 --timestamp 1000000000 hello")]
 pub struct EncodeArgs {
     /// The payload, as text.
     #[arg(conflicts_with = "payload_hex", default_value = "")]
@@ -56,11 +56,11 @@ pub struct DecodeArgs {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  proto endian 8081          the echo port as it appears in a TCP header\n  proto endian 0xDEADBEEF\n  proto endian -- -2 --bits 16"
+    after_help = "Examples:\n  proto endian 8081          the echo port as it appears in a TCP header\n  proto endian 0xDEADBEEF\n  proto endian -2 --bits 16   two's complement: 0xFFFE"
 )]
 pub struct EndianArgs {
     /// The number: decimal, 0x hex or 0b binary; negative numbers use two's complement.
-    #[arg(allow_hyphen_values = true)]
+    #[arg(allow_negative_numbers = true)]
     pub number: String,
     /// Integer width: 8, 16, 32 or 64. Default: the smallest of 16/32/64 that fits.
     #[arg(long, value_parser = ["8", "16", "32", "64"])]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  proto compare                        every variant, 5 runs each\n  proto compare --protocols tcp,udp --runs 10\n  proto compare --to server.example    against 'proto serve all' on another machine\n  proto compare --json | jq '.variants[] | {protocol, handshake_rtts}'"
+    after_help = "Examples:\n  proto compare                        every variant, 5 runs each\n  proto compare --protocols tcp,udp --runs 10\n  proto compare --to server.example    against 'proto serve all' elsewhere\n  proto compare --json | jq '.variants[] | {protocol, handshake_rtts}'\n\nDefault link: 100 ms round trip, no loss, no rate limit, across the emulated\nlink (the link options and --link change it). Where the lab cannot be built,\ncompare says so and measures loopback; with any link option it fails instead.\n--loopback measures loopback on purpose, --to a real server."
 )]
 pub struct CompareArgs {
     /// Variants to measure, comma-separated.

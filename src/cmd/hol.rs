@@ -11,7 +11,7 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  proto hol                          8 streams, 50 ms RTT, 2 % loss, 10 s per transport\n  proto hol --loss 5% --streams 16\n  proto hol --json"
+    after_help = "Examples:\n  proto hol                          8 streams, 10 s per transport\n  proto hol --loss 5% --streams 16\n  proto hol --link wifi              a named link instead of the default\n  proto hol --json\n\nDefault link: 50 ms round trip, 2 % loss each way, no rate limit (the link\noptions and --link change any of it). Head-of-line blocking needs losses, so\nhol always runs across the emulated link, never on loopback."
 )]
 pub struct HolArgs {
     /// Logical streams (TCP: multiplexed on one connection; QUIC and SCTP:

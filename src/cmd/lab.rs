@@ -45,8 +45,10 @@ desktop distributions ship it). COMMAND and everything it starts live in a
 PID namespace: nothing is left behind at exit, even if proto is killed.
 
 Examples:
-  proto lab --rtt 329ms -- sh -c 'proto client tls $PROTO_LAB_SERVER -m hello'
-  proto lab --rtt 40ms --loss 2% --loss-burst 3 --pcap wifi.pcap -- sh -c 'nc $PROTO_LAB_SERVER 8081'
+  proto lab --rtt 329ms -- \\
+      sh -c 'proto client tls $PROTO_LAB_SERVER -m hello'
+  proto lab --rtt 40ms --loss 2% --loss-burst 3 --pcap wifi.pcap -- \\
+      sh -c 'nc $PROTO_LAB_SERVER 8081'
   proto lab --rtt 20ms --up-rate 10mbit --queue 50 --server 'iperf3 -s' -- sh")]
 pub struct LabArgs {
     #[command(flatten)]

@@ -18,24 +18,26 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  proto trace tls1.2 --rtt 329ms     the three round trips of TLS 1.2, decrypted
-  proto trace quic                   QUIC: transport + crypto in one round trip
-  proto trace tcp --drop c2s:SYN     the lost SYN and TCP's 1 s initial retransmission timeout
-  proto trace quic --drop s2c:Initial   QUIC's probe timeout (PTO) at work
-  proto trace tls1.3 --pcap t.pcapng    then: wireshark t.pcapng (decrypted: the keys are inside)
+  proto trace tls1.2 --rtt 329ms       the three round trips of TLS 1.2
+  proto trace quic                     QUIC: transport + crypto in one RTT
+  proto trace tcp --drop c2s:SYN       a lost SYN: TCP's 1 s initial timeout
+  proto trace quic --drop s2c:Initial  QUIC's probe timeout (PTO) at work
+  proto trace tls1.3 --pcap t.pcapng   then: wireshark t.pcapng (keys inside)
   proto trace quic-0rtt --all --json
-  proto trace --read capture.pcap --keylog keys.txt   any capture, e.g. from tcpdump
+  proto trace --read capture.pcap --keylog keys.txt
+                                       any capture, e.g. from tcpdump
 
-Faults (--drop DIR:NAME[*N]): DIR is c2s (client→server) or s2c; NAME is what the
-packet visibly carries: SYN, SYN-ACK, FIN, RST (TCP), ClientHello, ServerHello
-(TLS over TCP, plaintext), Initial, Handshake, 0-RTT (QUIC long headers), INIT,
-INIT_ACK, COOKIE_ECHO, COOKIE_ACK (SCTP chunks), or data (any payload). The first N (default 1) such packets are dropped by the link.
+Faults (--drop DIR:NAME[*N]): DIR is c2s (client→server) or s2c; NAME is
+what the packet visibly carries: SYN, SYN-ACK, FIN, RST (TCP), ClientHello,
+ServerHello (TLS over TCP, plaintext), Initial, Handshake, 0-RTT (QUIC long
+headers), INIT, INIT_ACK, COOKIE_ECHO, COOKIE_ACK (SCTP chunks), or data
+(any payload). The link drops the first N (default 1) such packets.
 
-Reading the ladder: time flows down; the left column is the client's clock (when it
-sent its packet, or when the server's arrived), the right one the server's. 'RTT'
-counts round trips of the first exchange (SYN→SYN-ACK, or QUIC's first datagram to
-the first answer). The handshake cost is proto compare's formula on the wire's
-times: (first reply − one RTT) ÷ RTT.")]
+Reading the ladder: time flows down; the left column is the client's clock
+(when it sent its packet, or when the server's arrived), the right one the
+server's. 'RTT' counts round trips of the first exchange (SYN→SYN-ACK, or
+QUIC's first datagram to the first answer). The handshake cost is proto
+compare's formula on the wire's times: (first reply − one RTT) ÷ RTT.")]
 pub struct TraceArgs {
     /// The variant to trace (the ids of `proto compare`).
     #[arg(value_enum, required_unless_present = "read")]

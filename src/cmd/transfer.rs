@@ -26,13 +26,18 @@ pub enum TransferProtocol {
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
-  proto transfer tcp                                   reno-style figure at 100 ms × 50 Mbit/s
-  proto transfer tcp --cc reno --queue-bdp 1 --svg cwnd.svg   the lecture figure
-  proto transfer tcp --cc cubic --drop-nth 400         one loss, always the same packet
-  proto transfer tcp --cc bbr --queue-bdp 4            BBR vs a deep buffer (bufferbloat)
-  proto transfer tcp --slow-reader 2mbit               the receiver's window closes
-  proto transfer tls --overhead --svg tls.svg          what TLS records add, per layer
-  proto transfer tcp --rtt 100ms --rate 1gbit --host-buffers kernel   window-limited")]
+  proto transfer tcp                        at 100 ms × 50 Mbit/s
+  proto transfer tcp --cc reno --queue-bdp 1 --svg cwnd.svg
+                                            the lecture figure
+  proto transfer tcp --cc cubic --drop-nth 400
+                                            one loss, always the same packet
+  proto transfer tcp --cc bbr --queue-bdp 4
+                                            BBR vs a deep buffer (bufferbloat)
+  proto transfer tcp --slow-reader 2mbit    the receiver's window closes
+  proto transfer tls --overhead --svg tls.svg
+                                            what TLS records add, per layer
+  proto transfer tcp --rtt 100ms --rate 1gbit --host-buffers kernel
+                                            window-limited: default buffers")]
 pub struct TransferArgs {
     /// What carries the transfer.
     #[arg(value_enum)]

@@ -168,7 +168,7 @@ pub fn render_endian(v: &EndianView) -> String {
     format!(
         "{} = {} as a {}-bit integer\n{table}\nBig-endian puts the most significant byte first (\"network byte order\"); \
          little-endian the least significant. This machine is {}.\n\
-         In Rust: {}u{}::to_be_bytes() / to_le_bytes(); in C: {}.\n",
+         In Rust: {}u{}.to_be_bytes() / .to_le_bytes(); in C: {}.\n",
         v.value,
         v.hex,
         v.bits,

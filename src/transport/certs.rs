@@ -43,6 +43,12 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// How a user picks another certificate directory, for error messages: the
+/// environment variable works for every command (client, compare, bench…),
+/// the flag only for `proto serve`.
+const CHOOSE_A_DIRECTORY: &str =
+    "PROTO_CERT_DIR=DIR (any command; `proto serve` also takes --cert-dir DIR)";
+
 /// The names every generated server certificate carries.
 pub const DEFAULT_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
@@ -84,9 +90,9 @@ impl CertDir {
             Some(home) => Ok(CertDir::new(
                 PathBuf::from(home).join(".local/share/proto/certs"),
             )),
-            None => bail!(
-                "no place for certificates: set HOME, XDG_DATA_HOME or PROTO_CERT_DIR, or pass --cert-dir"
-            ),
+            None => {
+                bail!("no place for certificates: set HOME, XDG_DATA_HOME or {CHOOSE_A_DIRECTORY}")
+            }
         }
     }
 
@@ -428,9 +434,9 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir).with_context(|| {
-        format!(
-            "cannot create the certificate directory {} (choose another with --cert-dir)",
+    builder.create(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the certificate directory {}: {e}. To use another, set {CHOOSE_A_DIRECTORY}",
             dir.display()
         )
     })
@@ -461,7 +467,7 @@ fn check_not_open_to_others(path: &Path, private_key: bool) -> anyhow::Result<()
         let me = unsafe { libc::geteuid() };
         if meta.uid() != me && meta.uid() != 0 {
             bail!(
-                "{} belongs to user {}, not to you (user {me}): refusing to trust it; use a certificate directory of your own (--cert-dir)",
+                "{} belongs to user {}, not to you (user {me}): refusing to trust it; use a certificate directory of your own: set {CHOOSE_A_DIRECTORY}",
                 path.display(),
                 meta.uid()
             );

@@ -86,6 +86,13 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 /// bare number is per second. Returns requests per second.
 pub fn parse_request_rate(text: &str) -> Result<f64, String> {
     let text = text.trim();
+    if text.to_ascii_lowercase().contains("bit") {
+        return Err(format!(
+            "'{text}' is a bandwidth, but this option counts requests per second \
+             (e.g. 5000/s); an emulated link's bandwidth is --rate in proto lab, bench, \
+             compare, hol and transfer"
+        ));
+    }
     let (amount, per) = match text.split_once('/') {
         Some((a, p)) => (a.trim(), p.trim()),
         None => (text, "s"),
@@ -183,6 +190,13 @@ pub fn parse_bit_rate(s: &str) -> Result<u64, String> {
         "k" | "kbit" | "kbit/s" => 1e3,
         "m" | "mbit" | "mbit/s" => 1e6,
         "g" | "gbit" | "gbit/s" => 1e9,
+        u if u.contains('/') => {
+            return Err(format!(
+                "{s:?} counts things per unit of time, but this option is a link's bandwidth in \
+                 bits per second (e.g. 10mbit); requests per second are --request-rate in \
+                 proto bench and --rate in proto client"
+            ))
+        }
         u => {
             return Err(format!(
                 "{s:?}: unknown rate unit {u:?} (use kbit, mbit, gbit)"
@@ -212,6 +226,15 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_of_the_other_kind_is_refused_with_the_right_flag() {
+        let err = parse_bit_rate("5000/s").unwrap_err();
+        assert!(err.contains("--request-rate"), "{err}");
+        let err = parse_request_rate("10mbit").unwrap_err();
+        assert!(err.contains("bandwidth"), "{err}");
+        assert_eq!(parse_bit_rate("10mbit/s"), Ok(10_000_000));
+    }
 
     #[test]
     fn durations() {
