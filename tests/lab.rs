@@ -1069,3 +1069,38 @@ fn the_lab_server_does_not_log_keys_twice() {
         "client and server traffic secret once each:\n{log}"
     );
 }
+
+#[test]
+fn a_chart_drawn_in_the_lab_names_the_link_in_its_title() {
+    let Some(_guard) = lab_or_skip("a_chart_drawn_in_the_lab_names_the_link_in_its_title") else {
+        return;
+    };
+    let dir = support::temp_dir("lab-chart");
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("rtt.svg");
+    let out = proto()
+        .args(["lab", "--rtt", "20ms", "--loss", "1%", "--", "sh", "-c"])
+        .arg(format!(
+            "test \"$PROTO_LAB_LINK\" = 'each way: delay 10ms, loss 1%' || exit 9; \
+             {} client tcp $PROTO_LAB_SERVER --count 30 --plot {} --plot-scale log",
+            env!("CARGO_BIN_EXE_proto"),
+            svg.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.contains("across proto lab (each way: delay 10ms, loss 1%)"),
+        "{svg}"
+    );
+    assert!(
+        svg.contains(">latency (log scale)<") && svg.contains(" ms<"),
+        "{svg}"
+    );
+}

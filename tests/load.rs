@@ -166,11 +166,15 @@ fn hgrm_file_is_the_percentile_distribution_format() {
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert_eq!(
-        svg.matches("<polyline").count(),
+        svg.matches("<path d=\"M").count(),
         2,
         "corrected and uncorrected"
     );
     assert!(svg.contains(">99%<") && svg.contains(">90%<"));
+    // For a slide: the conditions under the title, readable text.
+    assert!(svg.contains("loopback (no emulated link)"), "{svg}");
+    assert!(svg.contains("2000 requests/s"), "{svg}");
+    assert!(svg.contains(r#"font-size="20""#));
     let _ = std::fs::remove_dir_all(&dir);
     stop.cancel();
 }

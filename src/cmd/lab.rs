@@ -130,7 +130,16 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     let mut cmd = Command::new(&program);
     cmd.args(&program_args)
         .env("PROTO_LAB_SERVER", lab.server_ip().to_string())
-        .env("PROTO_LAB_CLIENT", lab.client_ip().to_string());
+        .env("PROTO_LAB_CLIENT", lab.client_ip().to_string())
+        // What the link does, for programs that label their output with it
+        // (`proto client --plot` puts it in the chart's title).
+        .env(
+            "PROTO_LAB_LINK",
+            crate::output::link::describe_both(
+                &banner_config.client_to_server,
+                &banner_config.server_to_client,
+            ),
+        );
     if args.command.is_empty() {
         // sh, dash and ksh take their prompt from the environment.
         cmd.env("PS1", LAB_PROMPT);

@@ -11,6 +11,7 @@ use crate::measure::load::{
     self, ConfigError, Failure, LoadConfig, LoadError, LoadProgress, LoadReport, Stop,
 };
 use crate::output::latency;
+use crate::output::plot::LatencyScale;
 use crate::transport::{quic, tls, Stream, Target, Transport};
 use crate::units::{parse_duration, parse_request_rate, parse_size};
 use anyhow::{bail, Context};
@@ -56,9 +57,20 @@ pub struct LoadArgs {
     /// to FILE, for its plotter.
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
-    /// Draw latency by percentile as an SVG chart into FILE.
+    /// Draw latency by percentile as an SVG chart into FILE (16:9, sized
+    /// for a slide; the title says where it ran).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// The chart's latency axis: linear from 0, or log (1-2-5 ticks), which
+    /// keeps the median readable beside a tail 1000× longer.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "linear",
+        requires = "plot",
+        value_name = "SCALE"
+    )]
+    pub plot_scale: LatencyScale,
 }
 
 impl LoadArgs {
@@ -88,6 +100,23 @@ impl LoadArgs {
             },
             unit: Unit::Nanos,
         }
+    }
+}
+
+/// Where a run went, in words, for a chart's title: across `proto lab`
+/// (which describes its link in `PROTO_LAB_LINK`), over loopback, or over
+/// whatever network lies between here and the target.
+fn conditions(target: &Target) -> String {
+    if let Some(link) = std::env::var("PROTO_LAB_LINK")
+        .ok()
+        .filter(|l| !l.is_empty())
+    {
+        return format!("across proto lab ({link})");
+    }
+    if target.is_loopback() {
+        "loopback (no emulated link)".into()
+    } else {
+        format!("over the network to {target}")
     }
 }
 
@@ -135,8 +164,9 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &load.plot {
-        std::fs::write(path, latency::load_chart(&label, &report))
-            .with_context(|| format!("writing {}", path.display()))?;
+        let conditions = conditions(&target);
+        let chart = latency::load_chart(&label, &conditions, &report, load.plot_scale);
+        std::fs::write(path, chart).with_context(|| format!("writing {}", path.display()))?;
     }
     let target_text = target.to_string();
     if args.json {

@@ -45,6 +45,20 @@ impl ValueEnum for Preset {
     }
 }
 
+impl ValueEnum for crate::output::plot::LatencyScale {
+    fn value_variants<'a>() -> &'a [Self] {
+        use crate::output::plot::LatencyScale;
+        &[LatencyScale::Linear, LatencyScale::Log]
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        use crate::output::plot::LatencyScale;
+        Some(match self {
+            LatencyScale::Linear => PossibleValue::new("linear").help("from 0, one unit"),
+            LatencyScale::Log => PossibleValue::new("log").help("1-2-5 ticks per decade"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -328,7 +328,13 @@ pub fn load_text(report: &LoadReport) -> String {
 }
 
 /// The SVG chart of a run: corrected and (open loop) uncorrected lines.
-pub fn load_chart(label: &str, report: &LoadReport) -> String {
+/// `conditions` says where it ran (the link, or loopback), for the title.
+pub fn load_chart(
+    label: &str,
+    conditions: &str,
+    report: &LoadReport,
+    scale: crate::output::plot::LatencyScale,
+) -> String {
     let corrected = report.latency.percentile_distribution(5);
     let uncorrected = report.uncorrected.percentile_distribution(5);
     let mut series = vec![crate::output::plot::Series {
@@ -349,11 +355,19 @@ pub fn load_chart(label: &str, report: &LoadReport) -> String {
         Some(r) => format!("{r:.0} requests/s"),
         None => "closed loop".into(),
     };
-    let title = format!(
-        "{label}: latency by percentile, {} requests, {mode}",
-        report.latency.count()
-    );
-    crate::output::plot::latency_by_percentile(&title, &series, report.latency.count())
+    let c = &report.config;
+    let text = crate::output::plot::ChartText {
+        title: format!("{label}: latency by percentile"),
+        conditions: format!(
+            "{conditions}; {} requests, {mode}, {} connection{}, {}-byte {}",
+            report.latency.count(),
+            c.connections,
+            if c.connections == 1 { "" } else { "s" },
+            c.size,
+            if c.framed { "frames" } else { "lines" },
+        ),
+    };
+    crate::output::plot::latency_by_percentile(&text, &series, report.latency.count(), scale)
 }
 
 #[cfg(test)]

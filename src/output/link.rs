@@ -48,6 +48,17 @@ pub fn describe(link: &LinkConfig) -> String {
 }
 
 /// The counters as a small table for stderr.
+/// Both directions in one line: "each way: …" when they are alike,
+/// "up: …; down: …" when not.
+pub fn describe_both(up: &LinkConfig, down: &LinkConfig) -> String {
+    let (up, down) = (describe(up), describe(down));
+    if up == down {
+        format!("each way: {up}")
+    } else {
+        format!("up: {up}; down: {down}")
+    }
+}
+
 pub fn counters_table(c: &LinkCounters) -> String {
     let (u, d) = (&c.client_to_server, &c.server_to_client);
     let rows: [(&str, u64, u64); 11] = [

@@ -166,6 +166,16 @@ impl Target {
         Ok(Target { host, port })
     }
 
+    /// Whether the host is this machine's loopback (`localhost`, 127.x, ::1),
+    /// by name, without resolving it.
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// Resolves the host name (DNS or `/etc/hosts`) to socket addresses.
     pub async fn resolve(&self) -> anyhow::Result<Vec<SocketAddr>> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
