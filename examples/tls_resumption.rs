@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let summary = server.await??;
     println!(
         "server: {} TLS handshakes, {} resumed, {} with early data accepted",
-        summary.tls_handshakes, summary.resumed, summary.early_data_accepted
+        summary.tls.completed, summary.tls.resumed, summary.tls.early_data_accepted
     );
     let _ = std::fs::remove_dir_all(&cert_dir);
     Ok(())

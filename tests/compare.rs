@@ -34,7 +34,7 @@ fn every_variant_matches_theory_across_a_60ms_link() {
     let report = json_of(&out);
     assert_eq!(report["environment"], "lab");
     let variants = report["variants"].as_array().unwrap();
-    assert_eq!(variants.len(), 11, "all eleven variants by default");
+    assert_eq!(variants.len(), 12, "all twelve variants by default");
     for v in variants {
         let id = v["protocol"].as_str().unwrap();
         let theory = v["theory_rtts"].as_f64().unwrap();
@@ -47,11 +47,17 @@ fn every_variant_matches_theory_across_a_60ms_link() {
             v["note"]
         );
         // The RTT is measured on each connection, and the link's is 60 ms.
-        let rtt = v["rtt"].as_f64().unwrap();
+        let rtt = v["rtt_ms"].as_f64().unwrap();
         assert!((59.0..66.0).contains(&rtt), "{id}: connection RTT {rtt} ms");
         for sample in v["samples"].as_array().unwrap() {
             if id.ends_with("-resumed") || id.contains("0rtt") {
                 assert_eq!(sample["resumed"], true, "{id}: every run resumed");
+                assert_eq!(sample["certificate_received"], false, "{id}: {sample}");
+            }
+            if ["tls1.2", "tls1.3", "quic"].contains(&id) {
+                // Plain rows are full handshakes: the server sends its certificate.
+                assert_eq!(sample["resumed"], false, "{id}: a full handshake");
+                assert_eq!(sample["certificate_received"], true, "{id}: {sample}");
             }
             if id.contains("0rtt") {
                 assert_eq!(
@@ -69,6 +75,91 @@ fn every_variant_matches_theory_across_a_60ms_link() {
             > 100,
         "{link}"
     );
+}
+
+/// No number in `json` carries more than 12 significant digits (binary
+/// float noise such as `454.57599999999996` has 17).
+fn v_has_no_float_noise(json: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(json);
+    let noisy: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|t| {
+            let significant = t.trim_start_matches(['0', '.']).replace('.', "");
+            t.contains('.') && significant.len() > 12
+        })
+        .collect();
+    assert!(noisy.is_empty(), "float noise in JSON: {noisy:?}");
+    true
+}
+
+/// Claim check for a lossy link: a handshake that lost a packet waits for
+/// a retransmission timer, and the report must say so instead of "matches".
+#[test]
+fn losses_inflate_handshakes_and_the_report_names_the_timer() {
+    if !lab_or_skip("losses_inflate_handshakes_and_the_report_names_the_timer") {
+        return;
+    }
+    let certs = temp_dir("loss");
+    let out = Command::new(PROTO)
+        .args([
+            "compare",
+            "--rtt",
+            "20ms",
+            "--loss",
+            "10%",
+            "--seed",
+            "3",
+            "--protocols",
+            "tls1.3,quic",
+            "--runs",
+            "12",
+            "--json",
+        ])
+        .env("PROTO_CERT_DIR", &certs)
+        .output()
+        .unwrap();
+    let report = json_of(&out);
+    v_has_no_float_noise(&out.stdout);
+    let mut inflated_total = 0;
+    for v in report["variants"].as_array().unwrap() {
+        let id = v["protocol"].as_str().unwrap();
+        let theory = v["theory_rtts"].as_f64().unwrap();
+        // Inflated runs are exactly the samples ≥ 1 RTT beyond theory.
+        let slow = v["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                let (first, rtt) = (
+                    s["first_reply_ms"].as_f64().unwrap(),
+                    s["rtt_ms"].as_f64().unwrap(),
+                );
+                (first - rtt) / rtt - theory >= 1.0
+            })
+            .count();
+        let groups = v["inflated"].as_array().unwrap();
+        let counted: u64 = groups.iter().map(|g| g["runs"].as_u64().unwrap()).sum();
+        assert_eq!(counted as usize, slow, "{id}: {v}");
+        for g in groups {
+            let timer = g["timer"].as_str().unwrap();
+            if g["retransmission"] == true {
+                let own = if id == "quic" { "QUIC's" } else { "TCP's" };
+                assert!(timer.starts_with(own), "{id}: {timer}");
+            }
+        }
+        // The spread is reported beside the median.
+        assert!(v["handshake_rtts_p90"].as_f64().unwrap() >= v["handshake_rtts"].as_f64().unwrap());
+        inflated_total += slow;
+    }
+    assert!(
+        inflated_total > 0,
+        "at 10 % loss over 24 handshakes some must wait for a timer: {report}"
+    );
+    let lost: u64 = ["client_to_server", "server_to_client"]
+        .iter()
+        .map(|d| report["link"][d]["dropped_loss"].as_u64().unwrap())
+        .sum();
+    assert!(lost > 0, "{report}");
 }
 
 #[test]
@@ -104,8 +195,10 @@ fn loopback_json_has_one_object_per_variant() {
             "handshake_rtts",
             "handshake_rtts_min",
             "handshake_rtts_max",
-            "rtt",
-            "first_reply",
+            "rtt_ms",
+            "first_reply_ms",
+            "handshake_rtts_p90",
+            "inflated",
             "matches_theory",
             "samples",
         ] {
@@ -119,7 +212,8 @@ fn loopback_json_has_one_object_per_variant() {
         assert_eq!(v["samples"].as_array().unwrap().len(), 2);
     }
     let tls = &report["variants"][1];
-    assert!(tls["crypto_handshake"].as_f64().unwrap() > 0.0);
+    assert!(tls["crypto_handshake_ms"].as_f64().unwrap() > 0.0);
+    assert!(v_has_no_float_noise(&out.stdout));
     assert!(
         tls["handshake_bytes_received"].as_u64().unwrap() > 500,
         "certificate bytes"

@@ -290,7 +290,14 @@ fn tls_and_quic_load_with_several_streams() {
         "--json",
     ]));
     assert_eq!(quic["requests"], 400, "{quic}");
-    assert_eq!(quic["connections"], 8, "2 connections × 4 streams: {quic}");
+    // 2 connections of 4 streams each: 8 requests in flight, on 2 connections.
+    assert_eq!(quic["connections"], 2, "{quic}");
+    assert_eq!(quic["streams_per_connection"], 4, "{quic}");
+    assert_eq!(
+        (&quic["lane"], &quic["lanes"]),
+        (&"stream".into(), &8.into()),
+        "{quic}"
+    );
     let _ = server.kill();
     let _ = server.wait();
 }

@@ -50,11 +50,11 @@ async fn quic_echo_reports_what_was_negotiated() {
     // The client's first datagram is padded to at least 1200 bytes.
     assert!(info.handshake_bytes_sent.unwrap() >= 1200);
     wait_until("the connection is counted", || {
-        count(&server.stats.quic_connections) == 1
+        count(&server.stats.quic.completed) == 1
     })
     .await;
     let summary = server.stop().await;
-    assert_eq!(summary.quic_connections, 1);
+    assert_eq!(summary.quic.completed, 1);
     assert_eq!(summary.messages, 1);
 }
 
@@ -99,7 +99,7 @@ async fn quic_echo_on_several_concurrent_streams() {
     .await;
     let summary = server.stop().await;
     assert_eq!(summary.messages, 24);
-    assert_eq!(summary.quic_connections, 1);
+    assert_eq!(summary.quic.completed, 1);
 }
 
 #[tokio::test]
@@ -131,15 +131,17 @@ async fn quic_resumption_is_accepted_by_the_server() {
         .await
         .unwrap();
     assert_eq!(first.resumed, Some(false));
+    assert_eq!(first.certificate_received, Some(true), "{first:?}");
     let info = echo_once(&server, &opts, "resumed").await;
     assert_eq!(info.resumed, Some(true), "{info:?}");
+    assert_eq!(info.certificate_received, Some(false), "{info:?}");
     wait_until("both handshakes are counted", || {
-        count(&server.stats.quic_connections) == 2
+        count(&server.stats.quic.completed) == 2
     })
     .await;
     let summary = server.stop().await;
-    assert_eq!(summary.resumed, 1, "the server resumed one handshake");
-    assert_eq!(summary.early_data_accepted, 0);
+    assert_eq!(summary.quic.resumed, 1, "the server resumed one handshake");
+    assert_eq!(summary.quic.early_data_accepted, 0);
 }
 
 #[tokio::test]
@@ -155,15 +157,15 @@ async fn quic_zero_rtt_is_accepted_by_the_server() {
     assert_eq!(info.early_data_accepted, Some(true), "{info:?}");
     assert_eq!(info.resumed, Some(true));
     wait_until("both handshakes are counted", || {
-        count(&server.stats.quic_connections) == 2
+        count(&server.stats.quic.completed) == 2
     })
     .await;
     let summary = server.stop().await;
     assert_eq!(
-        summary.early_data_accepted, 1,
+        summary.quic.early_data_accepted, 1,
         "accepted on the server's side"
     );
-    assert_eq!(summary.resumed, 1);
+    assert_eq!(summary.quic.resumed, 1);
 }
 
 #[tokio::test]
@@ -180,7 +182,7 @@ async fn quic_with_a_wrong_ca_fails_with_a_clear_error() {
     assert!(text.contains("not signed by the CA we trust"), "{text}");
     let _ = std::fs::remove_dir_all(&other.dir);
     wait_until("the failure is counted", || {
-        count(&server.stats.handshake_failures) == 1
+        count(&server.stats.quic.failed) == 1
     })
     .await;
     server.stop().await;
@@ -214,7 +216,7 @@ async fn quic_client_with_a_wrong_alpn_is_refused() {
         "{err}"
     );
     wait_until("the refusal is counted", || {
-        count(&server.stats.handshake_failures) == 1
+        count(&server.stats.quic.failed) == 1
     })
     .await;
     // Others are unaffected.
@@ -244,7 +246,7 @@ async fn garbage_datagrams_are_dropped_and_others_are_unaffected() {
     let opts = ClientQuicOptions::new(&server.trust()).unwrap();
     echo_once(&server, &opts, "after the garbage").await;
     wait_until("the good connection is counted", || {
-        count(&server.stats.quic_connections) == 1
+        count(&server.stats.quic.completed) == 1
     })
     .await;
     wait_until("the named garbage is counted", || {
@@ -253,8 +255,8 @@ async fn garbage_datagrams_are_dropped_and_others_are_unaffected() {
     .await;
     let summary = server.stop().await;
     assert_eq!(summary.invalid_datagrams, 4);
-    assert_eq!(summary.handshake_failures, 0);
-    assert_eq!(summary.quic_connections, 1);
+    assert_eq!(summary.quic.failed, 0);
+    assert_eq!(summary.quic.completed, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -287,7 +289,7 @@ async fn a_stalled_quic_handshake_times_out() {
         .unwrap();
     let started = Instant::now();
     wait_until("the handshake timeout", || {
-        count(&server.stats.handshake_failures) == 1
+        count(&server.stats.quic.failed) == 1
     })
     .await;
     assert!(started.elapsed() >= Duration::from_millis(400));
@@ -455,11 +457,11 @@ async fn zero_rtt_a_server_rejects_is_reported_as_rejected() {
     assert_eq!(info.early_data_offered, Some(true));
     assert_eq!(info.early_data_accepted, Some(false));
     wait_until("the handshake is counted", || {
-        count(&second.stats.quic_connections) == 1
+        count(&second.stats.quic.completed) == 1
     })
     .await;
     let summary = second.stop().await;
-    assert_eq!(summary.early_data_accepted, 0);
+    assert_eq!(summary.quic.early_data_accepted, 0);
     first.stop().await;
 }
 
@@ -528,8 +530,8 @@ async fn aioquic_client_gets_echo_datagram_and_0rtt() {
         "{stdout}"
     );
     let summary = server.stop().await;
-    assert_eq!(summary.quic_connections, 2);
-    assert_eq!(summary.early_data_accepted, 1);
+    assert_eq!(summary.quic.completed, 2);
+    assert_eq!(summary.quic.early_data_accepted, 1);
 }
 
 /// A 0-RTT client has its echo as soon as the server's first flight
@@ -572,13 +574,13 @@ async fn a_0rtt_client_closing_with_its_finished_is_not_a_failed_handshake() {
             .await
             .unwrap();
         wait_until("the server has judged both handshakes of the round", || {
-            count(&server.stats.quic_connections) + count(&server.stats.handshake_failures)
+            count(&server.stats.quic.completed) + count(&server.stats.quic.failed)
                 == 2 * (round + 1)
         })
         .await;
     }
     let summary = server.stop().await;
-    assert_eq!(summary.handshake_failures, 0, "{summary:?}");
+    assert_eq!(summary.quic.failed, 0, "{summary:?}");
     assert_eq!(summary.abnormal_closes, 0, "{summary:?}");
-    assert_eq!(summary.early_data_accepted, ROUNDS, "{summary:?}");
+    assert_eq!(summary.quic.early_data_accepted, ROUNDS, "{summary:?}");
 }

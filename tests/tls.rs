@@ -54,7 +54,7 @@ async fn our_client(version: TlsVersion) {
         "{sent} sent, {received} received"
     );
     let summary = server.stop().await;
-    assert_eq!(summary.tls_handshakes, 1);
+    assert_eq!(summary.tls.completed, 1);
     assert_eq!(summary.messages, 1);
 }
 
@@ -139,7 +139,7 @@ async fn openssl_s_client_tls13_gets_an_echo() {
     assert!(log.contains("TLSv1.3"), "openssl said: {log}");
     assert!(log.contains("Verification: OK"), "openssl said: {log}");
     let summary = server.stop().await;
-    assert_eq!(summary.tls_handshakes, 1);
+    assert_eq!(summary.tls.completed, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,7 +155,7 @@ async fn openssl_s_client_tls12_gets_an_echo() {
     assert!(log.contains("TLSv1.2"), "openssl said: {log}");
     assert!(log.contains("Verification: OK"), "openssl said: {log}");
     let summary = server.stop().await;
-    assert_eq!(summary.tls_handshakes, 1);
+    assert_eq!(summary.tls.completed, 1);
 }
 
 async fn resumption(version: Option<TlsVersion>) {
@@ -165,12 +165,14 @@ async fn resumption(version: Option<TlsVersion>) {
         .await
         .unwrap();
     assert_eq!(first.resumed, Some(false));
+    assert_eq!(first.certificate_received, Some(true));
     let info = echo_once(&server, &opts, "again").await;
     assert_eq!(info.resumed, Some(true), "{info:?}");
+    assert_eq!(info.certificate_received, Some(false), "{info:?}");
     let summary = server.stop().await;
-    assert_eq!(summary.tls_handshakes, 2);
-    assert_eq!(summary.resumed, 1, "the server resumed one handshake");
-    assert_eq!(summary.early_data_accepted, 0);
+    assert_eq!(summary.tls.completed, 2);
+    assert_eq!(summary.tls.resumed, 1, "the server resumed one handshake");
+    assert_eq!(summary.tls.early_data_accepted, 0);
 }
 
 #[tokio::test]
@@ -197,10 +199,10 @@ async fn tls13_zero_rtt_is_accepted_by_the_server() {
     assert_eq!(info.resumed, Some(true));
     let summary = server.stop().await;
     assert_eq!(
-        summary.early_data_accepted, 1,
+        summary.tls.early_data_accepted, 1,
         "accepted on the server's side"
     );
-    assert_eq!(summary.resumed, 1);
+    assert_eq!(summary.tls.resumed, 1);
     assert_eq!(summary.messages, 2);
 }
 
@@ -213,7 +215,7 @@ async fn zero_rtt_without_a_ticket_falls_back_to_a_full_handshake() {
     assert_eq!(info.early_data_offered, Some(false));
     assert_eq!(info.resumed, Some(false));
     let summary = server.stop().await;
-    assert_eq!(summary.early_data_accepted, 0);
+    assert_eq!(summary.tls.early_data_accepted, 0);
 }
 
 #[tokio::test]
@@ -231,8 +233,8 @@ async fn a_wrong_ca_fails_with_a_clear_error() {
     assert!(text.contains("--ca"), "{text}");
     let _ = std::fs::remove_dir_all(&other.dir);
     let summary = server.stop().await;
-    assert_eq!(summary.tls_handshakes, 0);
-    assert_eq!(summary.handshake_failures, 1);
+    assert_eq!(summary.tls.completed, 0);
+    assert_eq!(summary.tls.failed, 1);
 }
 
 #[tokio::test]
@@ -278,8 +280,8 @@ async fn plain_text_to_the_tls_port_is_refused_and_others_are_unaffected() {
     let opts = ClientTlsOptions::new(&server.trust(), None).unwrap();
     echo_once(&server, &opts, "still fine").await;
     let summary = server.stop().await;
-    assert_eq!(summary.handshake_failures, 1);
-    assert_eq!(summary.tls_handshakes, 1);
+    assert_eq!(summary.tls.failed, 1);
+    assert_eq!(summary.tls.completed, 1);
 }
 
 #[tokio::test]
@@ -303,7 +305,7 @@ async fn a_stalled_handshake_times_out_without_blocking_others() {
         .ok();
     assert!(started.elapsed() >= Duration::from_millis(400));
     wait_until("the timeout is counted", || {
-        count(&server.stats.handshake_failures) == 1
+        count(&server.stats.tls.failed) == 1
     })
     .await;
     server.stop().await;
@@ -326,7 +328,7 @@ async fn a_client_offering_only_a_wrong_alpn_is_refused() {
         .unwrap();
     assert!(format!("{err:#}").contains("ALPN"), "{err:#}");
     let summary = server.stop().await;
-    assert_eq!(summary.handshake_failures, 1);
+    assert_eq!(summary.tls.failed, 1);
 }
 
 #[tokio::test]
@@ -388,6 +390,12 @@ fn the_binary_serves_tls_and_its_client_reports_json() {
         .arg(dir.join("ca.pem"))
         .output()
         .unwrap();
+    // A resumed connection sends no certificate: the text must not claim one.
+    let resumed = Command::new(bin)
+        .args(["client", "tls", &addr, "--resume", "-m", "again", "--ca"])
+        .arg(dir.join("ca.pem"))
+        .output()
+        .unwrap();
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -396,9 +404,17 @@ fn the_binary_serves_tls_and_its_client_reports_json() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let said = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{said}");
+    assert!(
+        said.matches("certificate received and verified").count() == 1
+            && said.contains("resumed with a pre-shared key (ticket): no certificate sent"),
+        "the ticket connection verified a certificate, the resumed one got none: {said}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(report["exchanges"][0]["reply"], "JSON PLEASE");
+    assert_eq!(report["connection"]["certificate_received"], true);
     let c = &report["connection"];
     assert_eq!(c["version"], "TLS 1.3");
     assert_eq!(c["alpn"], "proto-echo");
@@ -501,7 +517,7 @@ async fn early_data_a_server_rejects_is_resent_after_the_handshake() {
     assert_eq!(info.early_data_accepted, Some(false));
     assert_eq!(info.resumed, Some(false));
     let summary = second.stop().await;
-    assert_eq!(summary.early_data_accepted, 0);
+    assert_eq!(summary.tls.early_data_accepted, 0);
     assert_eq!(
         summary.messages, 1,
         "the line arrived once, after the handshake"
@@ -570,6 +586,12 @@ fn serve_all_answers_tls_quic_and_quic_0rtt_clients() {
     let (out, err) = client(&["quic", &addrs["quic"], "--0rtt", "-m", "early"]);
     assert_eq!(out, "EARLY\n");
     assert!(err.contains("0-RTT early data: sent and accepted"), "{err}");
+    // The ticket connection checked a certificate; the 0-RTT one got none.
+    assert!(
+        err.contains("certificate received and verified")
+            && err.contains("resumed with a pre-shared key (ticket): no certificate sent"),
+        "{err}"
+    );
     // Ctrl-C: the server prints one summary for all four services.
     // SAFETY: signalling the child we started, by its pid.
     unsafe {
@@ -582,7 +604,8 @@ fn serve_all_answers_tls_quic_and_quic_0rtt_clients() {
     assert_eq!(summaries.len(), 1, "{rest:?}");
     assert!(
         summaries[0].contains(
-            "1 TLS handshakes, 3 QUIC handshakes (1 resumed, 1 with early data accepted)"
+            "; 1 TLS handshake (0 resumed, 0 with early data accepted, 0 failed); \
+             3 QUIC handshakes (1 resumed, 1 with early data accepted, 0 failed)"
         ),
         "{}",
         summaries[0]

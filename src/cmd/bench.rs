@@ -280,12 +280,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .zip(&targets)
             .map(|(r, t)| {
-                let mut json = LoadJson::new(&r.report, r.transport.name(), t);
+                let lanes = crate::output::latency::Lanes::new(r.transport, args.connections, 1);
+                let mut json = LoadJson::new(&r.report, r.transport.name(), t, lanes);
                 json.placement = Some(if over_lab { "lab" } else { cpus.name() });
                 json
             })
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", crate::output::json::pretty(&json)?);
     } else {
         outln!("{placement}");
         let table: Vec<(Transport, &LoadReport)> =

@@ -325,7 +325,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
             sctp: sctp_handshake,
             ok,
         };
-        outln!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", crate::output::json::pretty(&report)?);
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -429,6 +429,22 @@ fn print_sctp(h: &transport::sctp::SctpHandshake, info: &ConnectInfo) {
     );
 }
 
+/// How the server proved who it is, as it happened: a certificate checked
+/// in a full handshake, or (resumed) a pre-shared key from an earlier
+/// session's ticket, in which case no certificate was sent at all.
+fn authentication(info: &ConnectInfo) -> Option<String> {
+    let name = info.server_name.as_deref().unwrap_or("the server");
+    Some(match (info.certificate_received, info.verified) {
+        (Some(false), _) => format!(
+            "resumed with a pre-shared key (ticket): no certificate sent, the key from an earlier session with {name} authenticates it"
+        ),
+        (_, Some(false)) => "certificate NOT verified (--insecure)".into(),
+        (Some(true), Some(true)) => format!("certificate received and verified for {name}"),
+        (None, Some(true)) => format!("authentication of {name} not finished yet"),
+        _ => return None,
+    })
+}
+
 /// The short "what was negotiated" report on stderr.
 fn print_negotiated(info: &ConnectInfo) {
     let ms = |us: Option<f64>| us.map(|u| format!("{:.2} ms", u / 1e3));
@@ -436,11 +452,7 @@ fn print_negotiated(info: &ConnectInfo) {
     what.extend(info.cipher_suite.clone());
     what.extend(info.key_exchange_group.clone());
     what.push(format!("ALPN {}", info.alpn.as_deref().unwrap_or("none")));
-    match (info.verified, &info.server_name) {
-        (Some(true), Some(name)) => what.push(format!("certificate verified for {name}")),
-        (Some(false), _) => what.push("certificate NOT verified (--insecure)".into()),
-        _ => {}
-    }
+    what.extend(authentication(info));
     eprintln!("proto: negotiated {}", what.join(", "));
     let yes_no = |b: Option<bool>| match b {
         Some(true) => "yes",

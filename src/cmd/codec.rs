@@ -105,7 +105,7 @@ fn encode(args: EncodeArgs) -> anyhow::Result<ExitCode> {
             "hex": hex::spaced(&bytes).replace(' ', ""),
             "fields": rows,
         });
-        outln!("{}", serde_json::to_string_pretty(&json)?);
+        outln!("{}", crate::output::json::pretty(&json)?);
     } else {
         outln!("{}", render_dump(&rows));
         outln!(
@@ -145,7 +145,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
                     "payload": String::from_utf8_lossy(&frame.payload),
                     "fields": rows,
                 });
-                outln!("{}", serde_json::to_string_pretty(&json)?);
+                outln!("{}", crate::output::json::pretty(&json)?);
             } else {
                 outln!("{}", render_dump(&rows));
             }
@@ -160,7 +160,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
                     "message": err.to_string(),
                     "bytes": [range.start, range.end],
                 });
-                outln!("{}", serde_json::to_string_pretty(&json)?);
+                outln!("{}", crate::output::json::pretty(&json)?);
             } else {
                 eprint!("{}", render_error(&bytes, &err));
             }
@@ -241,7 +241,7 @@ pub fn endian(args: EndianArgs) -> anyhow::Result<ExitCode> {
     let raw = (value as u128 & ((1u128 << bits) - 1)) as u64;
     let view = endian_view(raw, Some(value.to_string()), bits);
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", crate::output::json::pretty(&view)?);
     } else {
         out!("{}", render_endian(&view));
     }

@@ -173,7 +173,7 @@ async fn print_ladders(args: &CompareArgs) -> anyhow::Result<()> {
 
 fn print_report(report: &CompareReport, args: &CompareArgs) -> anyhow::Result<()> {
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", crate::output::json::pretty(report)?);
     } else if args.csv {
         out!("{}", render_csv(report));
     } else {

@@ -100,7 +100,7 @@ pub async fn run(args: HolArgs) -> anyhow::Result<ExitCode> {
         results.push(hol::summarize(transport, &replies, lost));
     }
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&results)?);
+        outln!("{}", crate::output::json::pretty(&results)?);
     } else {
         outln!(
             "{}",

@@ -200,7 +200,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         let mut value = serde_json::to_value(counters).context("encoding counters")?;
         value["host_buffers"] = serde_json::to_value(&host_buffers)?;
         value["fidelity"] = serde_json::to_value(&fidelity)?;
-        let json = serde_json::to_string_pretty(&value).context("encoding counters")?;
+        let json = crate::output::json::pretty(&value).context("encoding counters")?;
         let _ = writeln!(std::io::stdout(), "{json}");
     }
     if let Some(rc) = shell_rc {

@@ -136,8 +136,12 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let label = format!("{} {}", args.transport.name(), target);
+    let lanes = latency::Lanes::new(args.transport, load.connections, load.streams);
     if !args.json {
-        outln!("proto client: {}", latency::describe_load(&label, &config));
+        outln!(
+            "proto client: {}",
+            latency::describe_load(&label, &config, lanes)
+        );
     }
     let progress = Arc::new(LoadProgress::default());
     let bar =
@@ -170,10 +174,10 @@ pub async fn run(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     }
     let target_text = target.to_string();
     if args.json {
-        let json = latency::LoadJson::new(&report, args.transport.name(), &target_text);
-        outln!("{}", serde_json::to_string_pretty(&json)?);
+        let json = latency::LoadJson::new(&report, args.transport.name(), &target_text, lanes);
+        outln!("{}", crate::output::json::pretty(&json)?);
     } else {
-        out!("{}", latency::load_text(&report));
+        out!("{}", latency::load_text(&report, lanes));
         for (what, path) in [
             ("percentile distribution", &load.hgrm),
             ("chart", &load.plot),

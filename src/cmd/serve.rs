@@ -191,7 +191,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     let summary = server::run(listeners, config, shutdown).await?;
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", crate::output::json::pretty(&summary)?);
     } else {
         outln!("proto serve: {summary}");
     }

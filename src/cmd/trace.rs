@@ -184,9 +184,12 @@ fn qlog_path(args: &TraceArgs, variant: Variant) -> anyhow::Result<Option<PathBu
     let Some(dir) = &args.qlog else {
         return Ok(None);
     };
-    if !matches!(variant, Variant::Quic | Variant::QuicZeroRtt) {
+    if !matches!(
+        variant,
+        Variant::Quic | Variant::QuicResumed | Variant::QuicZeroRtt
+    ) {
         anyhow::bail!(
-            "--qlog is for QUIC variants (quic, quic-0rtt); {} is not QUIC",
+            "--qlog is for QUIC variants (quic, quic-resumed, quic-0rtt); {} is not QUIC",
             variant.id()
         );
     }
@@ -204,7 +207,7 @@ fn write_outputs(trace: &Trace, args: &TraceArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(trace)?);
+        println!("{}", crate::output::json::pretty(trace)?);
     } else {
         print!(
             "{}",

@@ -202,7 +202,7 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
+        let json = crate::output::json::pretty(&report).context("encoding the report")?;
         let _ = writeln!(stdout, "{json}");
     } else {
         let _ = writeln!(

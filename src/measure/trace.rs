@@ -243,6 +243,7 @@ async fn run_client(
             | Variant::Tls13Resumed
             | Variant::Tls13ZeroRtt
             | Variant::Tls13ZeroRttTfo
+            | Variant::QuicResumed
             | Variant::QuicZeroRtt
     );
     match variant {
@@ -282,7 +283,7 @@ async fn run_client(
             association.close(timeout).await;
             Ok(start)
         }
-        Variant::Quic | Variant::QuicZeroRtt => {
+        Variant::Quic | Variant::QuicResumed | Variant::QuicZeroRtt => {
             let mut config = tls::client_config(&endpoints.trust, None, true)?;
             config.key_log = secrets;
             let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
@@ -293,7 +294,7 @@ async fn run_client(
                 crate::client::resume::fetch_quic_ticket(&t, &opts, timeout).await?;
                 // A fresh socket: the measured connection is its own conversation.
                 opts.endpoint = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
-                opts.zero_rtt = true;
+                opts.zero_rtt = variant == Variant::QuicZeroRtt;
             }
             if let Some(path) = &qlog {
                 let file = std::fs::File::create(path)

@@ -1,6 +1,6 @@
 //! Renders a handshake comparison: table, CSV, and the "what this shows" text.
 
-use crate::measure::handshake::{Variant, VariantResult};
+use crate::measure::handshake::{Variant, VariantResult, INFLATED_RTTS};
 use comfy_table::{
     presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Color, ContentArrangement, Table,
 };
@@ -24,8 +24,7 @@ pub struct CompareReport {
 
 fn ms(d: Option<Duration>) -> String {
     match d {
-        Some(d) if d.as_secs_f64() < 0.01 => format!("{:.3} ms", d.as_secs_f64() * 1e3),
-        Some(d) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
+        Some(d) => crate::units::format_micros(d.as_secs_f64() * 1e6),
         None => "–".into(),
     }
 }
@@ -40,6 +39,82 @@ fn fmt_rtts(x: f64) -> String {
     format!("{x:.2}")
 }
 
+/// Packets the emulated link dropped (loss model, forced drops, full
+/// queue), both directions; `None` off the lab, where nobody counts them.
+pub fn packets_lost(report: &CompareReport) -> Option<u64> {
+    let link = report.link.as_ref()?;
+    let mut lost = 0;
+    for dir in ["client_to_server", "server_to_client"] {
+        for field in ["dropped_loss", "dropped_forced", "dropped_queue"] {
+            lost += link[dir][field].as_u64().unwrap_or(0);
+        }
+    }
+    Some(lost)
+}
+
+/// What stretched a variant's slow runs, in one sentence: which timer, by
+/// how much — or, when the link lost nothing, that it was not a loss.
+fn inflation_sentence(v: &VariantResult, lost: Option<u64>) -> Option<String> {
+    let (runs, groups) = inflation_groups(v, lost)?;
+    let n = v.samples.len();
+    Some(match (lost, groups) {
+        (_, Err(why)) => why,
+        (Some(_), Ok(groups)) => format!("losses inflated {runs} of {n} handshakes: {groups}"),
+        (None, Ok(groups)) => format!(
+            "{runs} of {n} handshakes were inflated, probably by losses (nobody counts this path's): {groups}"
+        ),
+    })
+}
+
+/// The inflated runs of `v`: how many, and per timer how much time each
+/// cost (`Ok`), or why it was no retransmission at all (`Err`).
+fn inflation_groups(
+    v: &VariantResult,
+    lost: Option<u64>,
+) -> Option<(usize, Result<String, String>)> {
+    let runs: usize = v.inflated.iter().map(|i| i.runs).sum();
+    if runs == 0 {
+        return None;
+    }
+    let n = v.samples.len();
+    if lost == Some(0) || v.runs_inflated_by_retransmission() == 0 {
+        let worst = v
+            .inflated
+            .iter()
+            .map(|i| i.excess_max)
+            .max()
+            .unwrap_or_default();
+        return Some((
+            runs,
+            Err(format!(
+                "{runs} of {n} runs took ≥ {} RTT more than theory (up to +{}){}: CPU time or scheduling, not a retransmission",
+                INFLATED_RTTS,
+                ms(Some(worst)),
+                if lost == Some(0) { ", yet the link lost no packet" } else { "" }
+            )),
+        ));
+    }
+    let groups: Vec<String> = v
+        .inflated
+        .iter()
+        .map(|i| {
+            format!(
+                "{} run{} +{}{}, likely {}",
+                i.runs,
+                if i.runs == 1 { "" } else { "s" },
+                ms(Some(i.excess_median)),
+                if i.runs > 1 && i.excess_max > i.excess_median {
+                    format!(" (median; max +{})", ms(Some(i.excess_max)))
+                } else {
+                    String::new()
+                },
+                i.timer
+            )
+        })
+        .collect();
+    Some((runs, Ok(groups.join("; "))))
+}
+
 pub fn render_table(report: &CompareReport) -> String {
     let mut table = Table::new();
     table
@@ -48,7 +123,7 @@ pub fn render_table(report: &CompareReport) -> String {
     table.set_header(vec![
         "variant",
         "theory",
-        "measured RTTs\nmedian (min–max)",
+        "measured RTTs\nmedian (p90 / max)",
         "RTT",
         "TCP\nconnect",
         "TLS/QUIC\nhandshake",
@@ -56,30 +131,57 @@ pub fn render_table(report: &CompareReport) -> String {
         "handshake\nbytes ↑/↓",
         "verdict",
     ]);
+    let lost = packets_lost(report);
     let mut notes = Vec::new();
     for v in &report.variants {
-        let mut footnote = || {
-            notes.push(format!(
-                "[{}] {}: {}",
-                notes.len() + 1,
-                v.protocol.id(),
-                v.note.as_deref().unwrap_or("")
-            ));
+        let mut footnote = |text: &str| {
+            notes.push(format!("[{}] {}: {text}", notes.len() + 1, v.protocol.id()));
             notes.len()
         };
-        let range = match (v.handshake_rtts_min, v.handshake_rtts_max) {
-            (Some(lo), Some(hi)) => format!("{} ({lo:.2}–{hi:.2})", rtts(v.handshake_rtts)),
+        let range = match (v.handshake_rtts_p90, v.handshake_rtts_max) {
+            (Some(p90), Some(hi)) if v.samples.len() > 1 => {
+                format!(
+                    "{} ({} / {})",
+                    rtts(v.handshake_rtts),
+                    fmt_rtts(p90),
+                    fmt_rtts(hi)
+                )
+            }
             _ => rtts(v.handshake_rtts),
         };
         let bytes = match (v.handshake_bytes_sent, v.handshake_bytes_received) {
             (Some(up), Some(down)) => format!("{up} / {down}"),
             _ => "–".into(),
         };
-        let verdict = match v.matches_theory {
-            Some(true) if v.note.is_none() => Cell::new("matches").fg(Color::Green),
-            Some(true) => Cell::new(format!("matches [{}]", footnote())).fg(Color::Green),
-            Some(false) => Cell::new(format!("differs [{}]", footnote())).fg(Color::Yellow),
-            None => Cell::new(format!("not measured [{}]", footnote())).fg(Color::Red),
+        let note = v.note.as_deref();
+        let inflated = inflation_sentence(v, lost);
+        let by_timer = v.runs_inflated_by_retransmission();
+        let verdict = match (v.matches_theory, note, &inflated) {
+            (Some(true), None, None) => Cell::new("matches").fg(Color::Green),
+            (Some(true), note, Some(text)) if by_timer > 0 && lost != Some(0) => {
+                let text = match note {
+                    Some(n) => format!("{n}; {text}"),
+                    None => text.clone(),
+                };
+                Cell::new(format!(
+                    "median matches;\n{by_timer} of {} inflated\nby {} [{}]",
+                    v.samples.len(),
+                    if lost.is_some() { "losses" } else { "losses?" },
+                    footnote(&text)
+                ))
+                .fg(Color::Yellow)
+            }
+            (Some(true), note, inflated) => {
+                let text: Vec<&str> = note.into_iter().chain(inflated.as_deref()).collect();
+                Cell::new(format!("matches [{}]", footnote(&text.join("; ")))).fg(Color::Green)
+            }
+            (Some(false), note, inflated) => {
+                let text: Vec<&str> = note.into_iter().chain(inflated.as_deref()).collect();
+                Cell::new(format!("differs [{}]", footnote(&text.join("; ")))).fg(Color::Yellow)
+            }
+            (None, note, _) => {
+                Cell::new(format!("not measured [{}]", footnote(note.unwrap_or("")))).fg(Color::Red)
+            }
         };
         table.add_row(vec![
             Cell::new(v.protocol.id()),
@@ -159,6 +261,33 @@ pub fn render_explanation(report: &CompareReport) -> String {
             out.push_str(&line(v, variant.theory_rtts()));
         }
     }
+    let lost = packets_lost(report);
+    let inflated: Vec<String> = report
+        .variants
+        .iter()
+        .filter(|v| v.runs_inflated_by_retransmission() > 0 && lost != Some(0))
+        .filter_map(|v| {
+            let (runs, groups) = inflation_groups(v, lost)?;
+            Some(format!(
+                "  {:<16} {runs} of {} runs: {}\n",
+                v.protocol.id(),
+                v.samples.len(),
+                groups.unwrap_or_else(|why| why)
+            ))
+        })
+        .collect();
+    if !inflated.is_empty() {
+        out.push_str(&format!(
+            "\n{} some handshakes: the medians above are what theory predicts, the p90 and max \
+             what a lost packet costs. A lost flight is resent only when a timer fires, and \
+             the extra time of each slow run names the timer:\n",
+            match lost {
+                Some(lost) => format!("Losses inflated (the link dropped {lost} packets)"),
+                None => "Probably losses inflated".to_string(),
+            }
+        ));
+        out.extend(inflated);
+    }
     if let (Some(tls12), Some(quic)) = (find(Variant::Tls12), find(Variant::Quic)) {
         let (a, b) = (before_data(tls12), before_data(quic));
         if let (Some(a), Some(b)) = (a, b) {
@@ -179,25 +308,21 @@ pub fn render_explanation(report: &CompareReport) -> String {
     out
 }
 
-/// Milliseconds with sensible precision: `987 ms`, `4.3 ms`, `0.087 ms`.
+/// Milliseconds in the unit that suits them: `987 ms`, `4.30 ms`, `1.31 s`.
 fn fmt_ms(ms: f64) -> String {
-    if !ms.is_finite() {
-        "–".into()
-    } else if ms.abs() < 0.0005 {
+    if ms == 0.0 {
         "0 ms".into()
-    } else if ms.abs() >= 100.0 {
-        format!("{ms:.0} ms")
-    } else if ms.abs() >= 1.0 {
-        format!("{ms:.1} ms")
+    } else if ms.is_finite() {
+        crate::units::format_micros(ms * 1e3)
     } else {
-        format!("{ms:.3} ms")
+        "–".into()
     }
 }
 
 /// One CSV row per variant, for plotting.
 pub fn render_csv(report: &CompareReport) -> String {
     let mut out = String::from(
-        "protocol,theory_rtts,handshake_rtts,handshake_rtts_min,handshake_rtts_max,rtt_ms,tcp_connect_ms,crypto_handshake_ms,first_reply_ms,handshake_bytes_sent,handshake_bytes_received,matches_theory\n",
+        "protocol,theory_rtts,handshake_rtts,handshake_rtts_min,handshake_rtts_max,rtt_ms,tcp_connect_ms,crypto_handshake_ms,first_reply_ms,handshake_bytes_sent,handshake_bytes_received,matches_theory,handshake_rtts_p90,runs,inflated_runs,resumed_runs\n",
     );
     let f = |x: Option<f64>| x.map(|x| format!("{x:.4}")).unwrap_or_default();
     let d = |x: Option<Duration>| {
@@ -207,7 +332,7 @@ pub fn render_csv(report: &CompareReport) -> String {
     let u = |x: Option<u64>| x.map(|x| x.to_string()).unwrap_or_default();
     for v in &report.variants {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             v.protocol.id(),
             v.theory_rtts,
             f(v.handshake_rtts),
@@ -219,7 +344,11 @@ pub fn render_csv(report: &CompareReport) -> String {
             d(v.first_reply),
             u(v.handshake_bytes_sent),
             u(v.handshake_bytes_received),
-            v.matches_theory.map(|b| b.to_string()).unwrap_or_default()
+            v.matches_theory.map(|b| b.to_string()).unwrap_or_default(),
+            f(v.handshake_rtts_p90),
+            v.samples.len(),
+            v.inflated.iter().map(|i| i.runs).sum::<usize>(),
+            v.resumed_runs.map(|n| n.to_string()).unwrap_or_default()
         ));
     }
     out
@@ -263,6 +392,71 @@ mod tests {
         let e = render_explanation(&report());
         assert!(e.contains("from 300 ms to 100 ms"), "{e}");
         assert!(e.contains("measured from 300 ms to 100 ms"), "{e}");
+    }
+
+    /// TLS 1.3 and QUIC at 100 ms RTT over a link that lost `lost` packets:
+    /// most runs at theory, a few a timer later.
+    fn lossy(lost: u64) -> CompareReport {
+        let s = |first: u64| Sample {
+            first_reply: Duration::from_millis(first),
+            rtt: Duration::from_millis(100),
+            ..Sample::default()
+        };
+        let mut tls: Vec<Sample> = (0..8).map(|_| s(302)).collect();
+        tls.extend([s(1305), s(1598)]);
+        let mut quic: Vec<Sample> = (0..9).map(|_| s(201)).collect();
+        quic.push(s(1201));
+        CompareReport {
+            environment: "lab".into(),
+            setting: "test".into(),
+            runs: 10,
+            variants: vec![
+                VariantResult::from_samples(Variant::Tls13, tls, None),
+                VariantResult::from_samples(Variant::Quic, quic, None),
+                VariantResult::from_samples(Variant::Tcp, vec![s(200), s(201)], None),
+            ],
+            link: Some(serde_json::json!({
+                "client_to_server": {"dropped_loss": lost},
+                "server_to_client": {"dropped_loss": 0},
+            })),
+            configured_rtt_ms: Some(100.0),
+        }
+    }
+
+    #[test]
+    fn losses_are_not_called_matches_and_their_timer_is_named() {
+        let report = lossy(7);
+        let t = render_table(&report);
+        assert!(
+            t.contains("2.02 (12.05 / 14.98)"),
+            "median (p90 / max): {t}"
+        );
+        assert!(
+            t.contains("median matches;") && t.contains("2 of 10 inflated"),
+            "{t}"
+        );
+        assert!(t.contains("losses inflated 2 of 10 handshakes"), "{t}");
+        assert!(t.contains("TCP's initial retransmission timeout"), "{t}");
+        assert!(t.contains("QUIC's first probe timeout"), "{t}");
+        assert!(t.contains("+1.00 s"), "the excess in seconds: {t}");
+        // TCP had no slow run: a plain "matches".
+        let tcp_row = t.lines().find(|l| l.contains("│ tcp ")).unwrap();
+        assert!(
+            tcp_row.contains("matches") && !tcp_row.contains("inflated"),
+            "{t}"
+        );
+        let e = render_explanation(&report);
+        assert!(
+            e.contains("Losses inflated (the link dropped 7 packets)"),
+            "{e}"
+        );
+        assert!(e.contains("tls1.3") && e.contains("quic"), "{e}");
+        // The same times without a lost packet are not blamed on losses.
+        let report = lossy(0);
+        let t = render_table(&report);
+        assert!(!t.contains("losses"), "{t}");
+        assert!(t.contains("not a retransmission"), "{t}");
+        assert!(!render_explanation(&report).contains("Losses inflated"));
     }
 
     #[test]

@@ -6,28 +6,16 @@
 
 use crate::measure::histogram::{Bucket, Latencies, LatencySummary, PercentilePoint};
 use crate::measure::load::{ConnectionFailure, LoadConfig, LoadReport, Stop};
+use crate::transport::Transport;
+use crate::units::TimeUnit;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use serde::Serialize;
 use std::fmt::Write;
 
-/// Formats microseconds with 3 significant digits: `1.23`, `16.4`, `164`, `16400`.
+/// Formats microseconds with 3 significant digits, without a unit:
+/// `1.23`, `16.4`, `164`, `16400` ([`crate::units::format_significant`]).
 pub fn format_us(us: f64) -> String {
-    if !us.is_finite() {
-        return "-".into();
-    }
-    let a = us.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if a < 10.0 {
-        format!("{us:.2}")
-    } else if a < 100.0 {
-        format!("{us:.1}")
-    } else {
-        // Keep 3 significant digits of larger numbers too: 123456 → 123000.
-        let digits = a.log10().floor() as i32 + 1;
-        let scale = 10f64.powi(digits - 3);
-        format!("{:.0}", (us / scale).round() * scale)
-    }
+    crate::units::format_significant(us)
 }
 
 /// The column heads of the percentile table, and how to pick each number.
@@ -45,17 +33,20 @@ const COLUMNS: [(&str, Pick); 8] = [
     ("stddev", |s| s.stddev_us),
 ];
 
-/// The percentile table: one row per `(label, summary)`, values in µs.
+/// The percentile table: one row per `(label, summary)`, in the unit (µs,
+/// ms or s) the largest value reads best in, named in the header.
 pub fn percentile_table(rows: &[(&str, LatencySummary)]) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    let mut head = vec![Cell::new("latency (µs)")];
+    let largest = rows.iter().map(|(_, s)| s.max_us).fold(0.0, f64::max);
+    let unit = TimeUnit::for_micros(largest);
+    let mut head = vec![Cell::new(format!("latency ({})", unit.symbol()))];
     head.extend(COLUMNS.iter().map(|(name, _)| Cell::new(name)));
     table.set_header(head);
     for (label, summary) in rows {
         let mut row = vec![Cell::new(label)];
         row.extend(COLUMNS.iter().map(|(_, pick)| {
-            Cell::new(format_us(pick(summary))).set_alignment(CellAlignment::Right)
+            Cell::new(unit.format(pick(summary))).set_alignment(CellAlignment::Right)
         }));
         table.add_row(row);
     }
@@ -75,8 +66,87 @@ pub fn report_rows(report: &LoadReport) -> Vec<(&'static str, LatencySummary)> {
     }
 }
 
+/// What carries a load's requests, one request in flight on each, named
+/// as its transport names it: TCP and TLS open connections; QUIC and SCTP
+/// open streams inside a few connections (associations); UDP has no
+/// connection at all, only sockets sending datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lanes {
+    Connections(usize),
+    Streams {
+        transport: Transport,
+        connections: usize,
+        per_connection: usize,
+    },
+    Sockets(usize),
+}
+
+impl Lanes {
+    /// `connections` connections (sockets for UDP) of `transport`, each
+    /// with `streams` streams where the transport has streams.
+    pub fn new(transport: Transport, connections: usize, streams: usize) -> Lanes {
+        match transport {
+            Transport::Udp => Lanes::Sockets(connections),
+            Transport::Quic | Transport::Sctp => Lanes::Streams {
+                transport,
+                connections,
+                per_connection: streams.max(1),
+            },
+            _ => Lanes::Connections(connections),
+        }
+    }
+
+    /// How many requests can be in flight at once (one per lane).
+    pub fn count(&self) -> usize {
+        match *self {
+            Lanes::Connections(n) | Lanes::Sockets(n) => n,
+            Lanes::Streams {
+                connections,
+                per_connection,
+                ..
+            } => connections * per_connection,
+        }
+    }
+
+    /// What one lane is: `connection`, `stream` or `socket`.
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Lanes::Connections(_) => "connection",
+            Lanes::Streams { .. } => "stream",
+            Lanes::Sockets(_) => "socket",
+        }
+    }
+
+    /// `2 connections`, `2 QUIC connections × 4 streams = 8 streams`,
+    /// `1 SCTP association × 2 streams = 2 streams`, `1 UDP socket`.
+    pub fn describe(&self) -> String {
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        match *self {
+            Lanes::Connections(n) => plural(n, "connection"),
+            Lanes::Sockets(n) => format!("{} (no connections: datagrams)", plural(n, "UDP socket")),
+            Lanes::Streams {
+                transport,
+                connections,
+                per_connection,
+            } => {
+                let carrier = if transport == Transport::Sctp {
+                    "SCTP association"
+                } else {
+                    "QUIC connection"
+                };
+                format!(
+                    "{} × {} = {}",
+                    plural(connections, carrier),
+                    plural(per_connection, "stream"),
+                    plural(self.count(), "stream")
+                )
+            }
+        }
+    }
+}
+
 /// Throughput, errors and losses as a few lines of text.
-pub fn summary_lines(report: &LoadReport) -> String {
+pub fn summary_lines(report: &LoadReport, lanes: Lanes) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -89,8 +159,10 @@ pub fn summary_lines(report: &LoadReport) -> String {
     );
     let _ = write!(
         out,
-        "errors: {} wrong replies, {} failed connections",
-        report.mismatches, report.failed_connections
+        "errors: {} wrong replies, {} failed {}s",
+        report.mismatches,
+        report.failed_connections,
+        lanes.unit()
     );
     if report.lost > 0 || report.late > 0 || report.duplicates > 0 {
         let _ = write!(
@@ -124,9 +196,18 @@ pub fn ascii_histogram(buckets: &[Bucket], width: usize) -> String {
     if max == 0 {
         return out;
     }
+    let largest = buckets.iter().map(|b| b.high_us).fold(0.0, f64::max);
+    let unit = TimeUnit::for_micros(largest);
     let labels: Vec<String> = buckets
         .iter()
-        .map(|b| format!("{} – {} µs", format_us(b.low_us), format_us(b.high_us)))
+        .map(|b| {
+            format!(
+                "{} – {} {}",
+                unit.format(b.low_us),
+                unit.format(b.high_us),
+                unit.symbol()
+            )
+        })
         .collect();
     let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     for (b, label) in buckets.iter().zip(&labels) {
@@ -210,7 +291,17 @@ pub struct LoadJson<'a> {
     pub target: &'a str,
     /// `closed` or `open`.
     pub mode: &'static str,
-    pub connections: usize,
+    /// Connections (QUIC, TCP, TLS) or SCTP associations; `null` for UDP,
+    /// which has none.
+    pub connections: Option<usize>,
+    /// QUIC and SCTP: streams in each connection (association).
+    pub streams_per_connection: Option<usize>,
+    /// UDP: sockets sending datagrams.
+    pub sockets: Option<usize>,
+    /// What carries one request in flight: `connection`, `stream` or `socket`.
+    pub lane: &'static str,
+    /// How many of them: requests in flight at once in a closed loop.
+    pub lanes: usize,
     pub size: usize,
     pub framed: bool,
     pub message_bytes: usize,
@@ -226,7 +317,8 @@ pub struct LoadJson<'a> {
     pub late: u64,
     pub duplicates: u64,
     pub unsent: u64,
-    pub failed_connections: u64,
+    /// Lanes (see `lane`: connections, streams or sockets) that failed.
+    pub failed: u64,
     pub errors: &'a [ConnectionFailure],
     pub elapsed_s: f64,
     pub requests_per_s: f64,
@@ -243,7 +335,21 @@ pub struct LoadJson<'a> {
 }
 
 impl<'a> LoadJson<'a> {
-    pub fn new(report: &'a LoadReport, transport: &'a str, target: &'a str) -> LoadJson<'a> {
+    pub fn new(
+        report: &'a LoadReport,
+        transport: &'a str,
+        target: &'a str,
+        lanes: Lanes,
+    ) -> LoadJson<'a> {
+        let (connections, streams_per_connection, sockets) = match lanes {
+            Lanes::Connections(n) => (Some(n), None, None),
+            Lanes::Streams {
+                connections,
+                per_connection,
+                ..
+            } => (Some(connections), Some(per_connection), None),
+            Lanes::Sockets(n) => (None, None, Some(n)),
+        };
         LoadJson {
             transport,
             target,
@@ -252,7 +358,11 @@ impl<'a> LoadJson<'a> {
             } else {
                 "closed"
             },
-            connections: report.config.connections,
+            connections,
+            streams_per_connection,
+            sockets,
+            lane: lanes.unit(),
+            lanes: lanes.count(),
             size: report.config.size,
             framed: report.config.framed,
             message_bytes: report.config.message_bytes(),
@@ -274,7 +384,7 @@ impl<'a> LoadJson<'a> {
             late: report.late,
             duplicates: report.duplicates,
             unsent: report.unsent,
-            failed_connections: report.failed_connections,
+            failed: report.failed_connections,
             errors: &report.errors,
             elapsed_s: report.elapsed.as_secs_f64(),
             requests_per_s: report.requests_per_sec(),
@@ -288,14 +398,14 @@ impl<'a> LoadJson<'a> {
 }
 
 /// One line saying what is about to happen.
-pub fn describe_load(label: &str, c: &LoadConfig) -> String {
+pub fn describe_load(label: &str, c: &LoadConfig, lanes: Lanes) -> String {
     let amount = match c.stop {
         Stop::Count(n) => format!("{n} requests"),
         Stop::Duration(d) => format!("for {}", crate::units::format_duration(d)),
     };
     let mode = match c.rate {
         Some(r) => format!("open loop at {r:.0} requests/s (latency from intended send times)"),
-        None => "closed loop (one request in flight per connection)".into(),
+        None => format!("closed loop (one request in flight per {})", lanes.unit()),
     };
     let warmup = if c.warmup.is_zero() {
         String::new()
@@ -306,19 +416,18 @@ pub fn describe_load(label: &str, c: &LoadConfig) -> String {
         )
     };
     format!(
-        "{label}: {amount}{warmup}, {} connection{}, {}-byte {}, {mode}",
-        c.connections,
-        if c.connections == 1 { "" } else { "s" },
+        "{label}: {amount}{warmup}, {}, {}-byte {}, {mode}",
+        lanes.describe(),
         c.size,
         if c.framed { "frames" } else { "lines" },
     )
 }
 
 /// The human report: table, throughput, errors, histogram.
-pub fn load_text(report: &LoadReport) -> String {
+pub fn load_text(report: &LoadReport, lanes: Lanes) -> String {
     let mut out = percentile_table(&report_rows(report));
     out.push('\n');
-    out.push_str(&summary_lines(report));
+    out.push_str(&summary_lines(report, lanes));
     let buckets = report.latency.log_buckets(16);
     if !buckets.is_empty() {
         out.push_str("\nlatency histogram (log scale):\n");
@@ -384,15 +493,6 @@ mod tests {
     }
 
     #[test]
-    fn three_significant_digits() {
-        assert_eq!(format_us(1.234), "1.23");
-        assert_eq!(format_us(16.44), "16.4");
-        assert_eq!(format_us(164.4), "164");
-        assert_eq!(format_us(123_456.0), "123000");
-        assert_eq!(format_us(0.0), "0");
-    }
-
-    #[test]
     fn table_has_every_column() {
         let t = percentile_table(&[("round trip", sample().summary())]);
         for col in [
@@ -401,6 +501,87 @@ mod tests {
             assert!(t.contains(col), "{col} missing in\n{t}");
         }
         assert!(t.contains("500"), "{t}");
+    }
+
+    #[test]
+    fn lanes_are_named_as_the_transport_names_them() {
+        use crate::measure::load::Stop;
+        use std::time::Duration;
+        let config = LoadConfig {
+            connections: 8,
+            size: 16,
+            framed: false,
+            stop: Stop::Count(400),
+            warmup: Duration::ZERO,
+            rate: None,
+            timeout: Duration::from_secs(1),
+            unit: Unit::Nanos,
+        };
+        let quic = Lanes::new(Transport::Quic, 2, 4);
+        let line = describe_load("quic x", &config, quic);
+        assert!(
+            line.contains("2 QUIC connections × 4 streams = 8 streams"),
+            "{line}"
+        );
+        assert!(line.contains("one request in flight per stream"), "{line}");
+        assert!(!line.contains("8 connections"), "{line}");
+        let udp = Lanes::new(Transport::Udp, 1, 1);
+        let line = describe_load("udp x", &config, udp);
+        assert!(
+            line.contains("1 UDP socket (no connections: datagrams)"),
+            "{line}"
+        );
+        assert!(!line.contains("1 connection"), "{line}");
+        let report = LoadReport {
+            config: config.clone(),
+            latency: sample(),
+            uncorrected: sample(),
+            requests: 1000,
+            warmup_requests: 0,
+            mismatches: 0,
+            lost: 0,
+            late: 0,
+            duplicates: 0,
+            unsent: 0,
+            failed_connections: 0,
+            errors: Vec::new(),
+            elapsed: Duration::from_secs(1),
+        };
+        assert!(summary_lines(&report, udp).contains("0 failed sockets"));
+        assert!(summary_lines(&report, quic).contains("0 failed streams"));
+        let tcp = Lanes::new(Transport::Tcp, 1, 1);
+        assert!(summary_lines(&report, tcp).contains("0 failed connections"));
+        assert_eq!(
+            Lanes::new(Transport::Sctp, 1, 2).describe(),
+            "1 SCTP association × 2 streams = 2 streams"
+        );
+        let json = LoadJson::new(&report, "quic", "x", quic);
+        assert_eq!(
+            (json.connections, json.streams_per_connection, json.lanes),
+            (Some(2), Some(4), 8)
+        );
+        let json = LoadJson::new(&report, "udp", "x", udp);
+        assert_eq!(
+            (json.connections, json.sockets, json.lane),
+            (None, Some(1), "socket")
+        );
+    }
+
+    #[test]
+    fn large_latencies_switch_to_ms_and_s() {
+        let mut l = Latencies::new(Unit::Nanos);
+        l.record_nanos(68_000);
+        l.record_nanos(2_020_000_000);
+        let t = percentile_table(&[("round trip", l.summary())]);
+        assert!(t.contains("latency (s)") && t.contains("2.02"), "{t}");
+        assert!(!t.contains("2020000"), "{t}");
+        let buckets = [Bucket {
+            low_us: 1_000_000.0,
+            high_us: 2_020_000.0,
+            count: 1,
+        }];
+        let text = ascii_histogram(&buckets, 10);
+        assert!(text.contains("1.00 – 2.02 s"), "{text}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! * [`bytes`]: annotated byte dumps of frames.
 //! * [`compare`]: `proto compare`'s table, CSV and verdicts.
 //! * [`hol`]: `proto hol`'s table and what it shows.
+//! * [`json`]: `--json` output, floats rounded to what was measured.
 //! * [`latency`]: percentile tables, ASCII histograms, `.hgrm`, JSON of load runs.
 //! * [`ladder`]: the ladder diagram of `proto trace`, as text and SVG.
 //! * [`link`]: the emulated link in one line; its counters.
@@ -17,6 +18,7 @@ pub mod bytes;
 pub mod compare;
 pub mod cwnd_plot;
 pub mod hol;
+pub mod json;
 pub mod ladder;
 pub mod latency;
 pub mod link;

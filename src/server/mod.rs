@@ -126,6 +126,71 @@ impl ServerConfig {
     }
 }
 
+/// How the handshakes of one secure transport (TLS over TCP, or QUIC)
+/// ended. Kept per transport: `serve all` runs both, and a reader must see
+/// which one resumed or took early data.
+#[derive(Debug, Default)]
+pub struct HandshakeStats {
+    /// Handshakes that completed.
+    pub completed: AtomicU64,
+    /// Completed handshakes that resumed a session (a ticket's key, no certificate).
+    pub resumed: AtomicU64,
+    /// Completed handshakes whose 0-RTT early data the server accepted.
+    pub early_data_accepted: AtomicU64,
+    /// Handshakes that failed or timed out.
+    pub failed: AtomicU64,
+}
+
+impl HandshakeStats {
+    /// Counts one completed handshake.
+    pub fn record(&self, resumed: bool, early_data_accepted: bool) {
+        self.completed.fetch_add(1, Relaxed);
+        if resumed {
+            self.resumed.fetch_add(1, Relaxed);
+        }
+        if early_data_accepted {
+            self.early_data_accepted.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one failed handshake.
+    pub fn fail(&self) {
+        self.failed.fetch_add(1, Relaxed);
+    }
+
+    fn summary(&self) -> HandshakeSummary {
+        HandshakeSummary {
+            completed: self.completed.load(Relaxed),
+            resumed: self.resumed.load(Relaxed),
+            early_data_accepted: self.early_data_accepted.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+        }
+    }
+}
+
+/// [`HandshakeStats`] when the server stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HandshakeSummary {
+    pub completed: u64,
+    pub resumed: u64,
+    pub early_data_accepted: u64,
+    pub failed: u64,
+}
+
+impl HandshakeSummary {
+    /// `3 QUIC handshakes (1 resumed, 1 with early data accepted, 0 failed)`.
+    fn describe(&self, transport: &str) -> String {
+        format!(
+            "{} {transport} handshake{} ({} resumed, {} with early data accepted, {} failed)",
+            self.completed,
+            if self.completed == 1 { "" } else { "s" },
+            self.resumed,
+            self.early_data_accepted,
+            self.failed
+        )
+    }
+}
+
 /// Counters shared by every connection of one server run.
 #[derive(Debug, Default)]
 pub struct ServerStats {
@@ -136,16 +201,10 @@ pub struct ServerStats {
     pub protocol_errors: AtomicU64,
     pub abnormal_closes: AtomicU64,
     pub datagrams: AtomicU64,
-    /// Completed TLS-over-TCP handshakes.
-    pub tls_handshakes: AtomicU64,
-    /// Completed QUIC handshakes.
-    pub quic_connections: AtomicU64,
-    /// Handshakes (TLS or QUIC) that resumed a session.
-    pub resumed: AtomicU64,
-    /// Handshakes (TLS or QUIC) whose 0-RTT early data the server accepted.
-    pub early_data_accepted: AtomicU64,
-    /// TLS or QUIC handshakes that failed or timed out.
-    pub handshake_failures: AtomicU64,
+    /// TLS-over-TCP handshakes.
+    pub tls: HandshakeStats,
+    /// QUIC handshakes (QUIC's own TLS 1.3, inside QUIC packets).
+    pub quic: HandshakeStats,
     /// Datagrams to the QUIC port dropped as not (valid) QUIC.
     pub invalid_datagrams: AtomicU64,
     /// Connections refused because the server (or the client's address)
@@ -216,16 +275,10 @@ pub struct ServerSummary {
     pub bytes_out: u64,
     pub protocol_errors: u64,
     pub abnormal_closes: u64,
-    /// Completed TLS-over-TCP handshakes.
-    pub tls_handshakes: u64,
-    /// Completed QUIC handshakes.
-    pub quic_connections: u64,
-    /// Handshakes (TLS or QUIC) that resumed a session.
-    pub resumed: u64,
-    /// Handshakes (TLS or QUIC) whose 0-RTT early data was accepted.
-    pub early_data_accepted: u64,
-    /// TLS or QUIC handshakes that failed or timed out.
-    pub handshake_failures: u64,
+    /// TLS-over-TCP handshakes.
+    pub tls: HandshakeSummary,
+    /// QUIC handshakes.
+    pub quic: HandshakeSummary,
     /// Datagrams to the QUIC port dropped as not (valid) QUIC.
     pub invalid_datagrams: u64,
     /// Connections refused at the connection (or handshake) limit.
@@ -260,16 +313,10 @@ impl std::fmt::Display for ServerSummary {
             self.protocol_errors,
             self.abnormal_closes
         )?;
-        if self.tls_handshakes + self.quic_connections + self.handshake_failures > 0 {
-            write!(
-                f,
-                "; {} TLS handshakes, {} QUIC handshakes ({} resumed, {} with early data accepted), {} failed handshakes",
-                self.tls_handshakes,
-                self.quic_connections,
-                self.resumed,
-                self.early_data_accepted,
-                self.handshake_failures
-            )?;
+        for (name, handshakes) in [("TLS", &self.tls), ("QUIC", &self.quic)] {
+            if *handshakes != HandshakeSummary::default() {
+                write!(f, "; {}", handshakes.describe(name))?;
+            }
         }
         if self.refused > 0 {
             write!(
@@ -573,11 +620,8 @@ pub async fn run_observed(
         bytes_out: s.bytes_out.load(Relaxed),
         protocol_errors: s.protocol_errors.load(Relaxed),
         abnormal_closes: s.abnormal_closes.load(Relaxed),
-        tls_handshakes: s.tls_handshakes.load(Relaxed),
-        quic_connections: s.quic_connections.load(Relaxed),
-        resumed: s.resumed.load(Relaxed),
-        early_data_accepted: s.early_data_accepted.load(Relaxed),
-        handshake_failures: s.handshake_failures.load(Relaxed),
+        tls: s.tls.summary(),
+        quic: s.quic.summary(),
         invalid_datagrams: s.invalid_datagrams.load(Relaxed),
         refused: s.refused.load(Relaxed),
         max_connections: ctx.limiter.max_total(),

@@ -212,7 +212,7 @@ async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>, sl
     let connecting = match incoming.accept() {
         Ok(c) => c,
         Err(e) => {
-            ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+            ctx.stats.quic.fail();
             ctx.log(format_args!("quic {peer}: refused: {e}"));
             return;
         }
@@ -231,7 +231,7 @@ async fn serve_connection(incoming: quinn::Incoming, ctx: Arc<ServerContext>, sl
         Err(connecting) => match connecting.await {
             Ok(connection) => (connection, Box::pin(async {})),
             Err(e) => {
-                ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+                ctx.stats.quic.fail();
                 ctx.log(format_args!("quic {peer}: handshake failed: {e}"));
                 return;
             }
@@ -269,7 +269,7 @@ async fn serve_established(
                 handshake_done = true;
                 drop(slot.take()); // no longer a handshake in progress
                 if finished.is_err() {
-                    ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+                    ctx.stats.quic.fail();
                     connection.close(quinn::VarInt::from_u32(1), b"handshake timeout");
                     break format!(
                         "QUIC handshake not finished within {} (--handshake-timeout)",
@@ -315,7 +315,7 @@ async fn serve_established(
                 }
                 Err(e) if established => break describe_close(&e),
                 Err(e) => {
-                    ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+                    ctx.stats.quic.fail();
                     break format!("handshake failed: {e}");
                 }
             },
@@ -358,16 +358,10 @@ fn record_handshake(
     peer: std::net::SocketAddr,
     ctx: &ServerContext,
 ) {
-    ctx.stats.quic_connections.fetch_add(1, Relaxed);
     let info = handshake_info(connection);
     let resumed = info.resumed == Some(true);
     let early = info.early_data_accepted == Some(true);
-    if resumed {
-        ctx.stats.resumed.fetch_add(1, Relaxed);
-    }
-    if early {
-        ctx.stats.early_data_accepted.fetch_add(1, Relaxed);
-    }
+    ctx.stats.quic.record(resumed, early);
     ctx.log(format_args!(
         "quic {peer}: QUIC v1, {}, {}, ALPN {}{}{}",
         info.cipher_suite.as_deref().unwrap_or("?"),

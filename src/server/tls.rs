@@ -14,7 +14,6 @@ use super::{ServerContext, StreamSetup};
 use crate::transport::tls::version_name;
 use std::io::{Read, Write};
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -52,11 +51,11 @@ impl StreamSetup for TlsSetup {
         match done {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+                ctx.stats.tls.fail();
                 anyhow::bail!("TLS handshake failed: {}", explain_server_error(&e));
             }
             Err(_) => {
-                ctx.stats.handshake_failures.fetch_add(1, Relaxed);
+                ctx.stats.tls.fail();
                 anyhow::bail!(
                     "TLS handshake not finished within {} (--handshake-timeout)",
                     crate::units::format_duration(limit)
@@ -66,13 +65,7 @@ impl StreamSetup for TlsSetup {
         let conn = &stream.conn;
         let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let early = stream.early_accepted;
-        ctx.stats.tls_handshakes.fetch_add(1, Relaxed);
-        if resumed {
-            ctx.stats.resumed.fetch_add(1, Relaxed);
-        }
-        if early {
-            ctx.stats.early_data_accepted.fetch_add(1, Relaxed);
-        }
+        ctx.stats.tls.record(resumed, early);
         ctx.log(format_args!(
             "tls {peer}: {}, {}, {}, ALPN {}{}{}",
             conn.protocol_version()

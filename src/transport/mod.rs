@@ -224,6 +224,10 @@ pub struct ConnectInfo {
     pub key_exchange_group: Option<String>,
     /// The server accepted our session ticket / session ID.
     pub resumed: Option<bool>,
+    /// The server sent its certificate chain (a full handshake). `false`
+    /// when resumed: a pre-shared key from an earlier, verified session
+    /// authenticates the server instead, and no certificate is sent.
+    pub certificate_received: Option<bool>,
     /// We sent our first message as 0-RTT early data.
     pub early_data_offered: Option<bool>,
     /// The server accepted (not just received) that early data.

@@ -73,6 +73,9 @@ pub struct QuicHandshakeInfo {
     pub key_exchange_group: Option<String>,
     /// The server accepted a pre-shared key from a ticket.
     pub resumed: Option<bool>,
+    /// A Certificate message went by (client: received, server: sent);
+    /// `None` until the handshake is over. A resumed handshake has none.
+    pub certificate: Option<bool>,
     /// Server side: the server accepted the client's 0-RTT data.
     pub early_data_accepted: Option<bool>,
     /// The TLS handshake has finished on this side: a server has received
@@ -182,19 +185,10 @@ impl ClientQuicOptions {
         // no 0-RTT packet follows: offer it only when 0-RTT is wanted.
         let mut no_early = (*tls).clone();
         no_early.enable_early_data = false;
-        let quinn_config = |tls: Arc<rustls::ClientConfig>| -> anyhow::Result<quinn::ClientConfig> {
-            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-                .map_err(|e| anyhow::anyhow!("building the QUIC TLS config: {e}"))?;
-            let mut config = quinn::ClientConfig::new(Arc::new(ObservedClientConfig {
-                inner: Arc::new(crypto),
-            }));
-            config.transport_config(Arc::new(transport_config(Duration::from_secs(30))));
-            Ok(config)
-        };
         Ok(ClientQuicOptions {
             endpoint,
-            config: quinn_config(Arc::new(no_early))?,
-            config_0rtt: quinn_config(tls.clone())?,
+            config: quinn_client_config(Arc::new(no_early))?,
+            config_0rtt: quinn_client_config(tls.clone())?,
             tls,
             sessions,
             server_name: None,
@@ -204,7 +198,32 @@ impl ClientQuicOptions {
     }
 }
 
+/// quinn's client config around a rustls one, observed (see [`Observed`]).
+fn quinn_client_config(tls: Arc<rustls::ClientConfig>) -> anyhow::Result<quinn::ClientConfig> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| anyhow::anyhow!("building the QUIC TLS config: {e}"))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(ObservedClientConfig {
+        inner: Arc::new(crypto),
+    }));
+    config.transport_config(Arc::new(transport_config(Duration::from_secs(30))));
+    Ok(config)
+}
+
 impl ClientQuicOptions {
+    /// The same options, but every connection is a full handshake (the
+    /// server sends its certificate): tickets are neither offered nor kept.
+    pub fn without_resumption(mut self) -> anyhow::Result<ClientQuicOptions> {
+        let mut tls = (*self.tls).clone();
+        tls.resumption = rustls::client::Resumption::disabled();
+        tls.enable_early_data = false;
+        let tls = Arc::new(tls);
+        self.config = quinn_client_config(tls.clone())?;
+        self.config_0rtt = self.config.clone();
+        self.tls = tls;
+        self.zero_rtt = false;
+        Ok(self)
+    }
+
     /// Records the next connections made with these options as qlog
     /// (JSON text sequences, which qvis opens), written to `writer`.
     pub fn qlog_to(
@@ -377,6 +396,7 @@ impl QuicStream {
                 .clone()
                 .or(info.key_exchange_group.take());
             info.resumed = hs.resumed.or(info.resumed);
+            info.certificate_received = hs.certificate.or(info.certificate_received);
         }
         if self.zero_rtt.is_some() {
             // The ZeroRttAccepted future's answer, or rustls's own once the
@@ -732,7 +752,10 @@ impl qcrypto::Session for Observed {
             ),
             Err(_) => (None, None),
         };
-        let hello = self.hello.lock().ok().and_then(|p| p.hello.clone());
+        let (hello, certificate) = match self.hello.lock() {
+            Ok(p) => (p.hello.clone(), p.certificate),
+            Err(_) => (None, false),
+        };
         Some(Box::new(QuicHandshakeInfo {
             alpn,
             server_name,
@@ -744,6 +767,7 @@ impl qcrypto::Session for Observed {
                 .and_then(|h| h.key_share_group)
                 .map(|g| format!("{:?}", rustls::NamedGroup::from(g))),
             resumed: hello.as_ref().map(|h| h.psk),
+            certificate: (hello.is_some() && !self.inner.is_handshaking()).then_some(certificate),
             early_data_accepted: match self.side {
                 Side::Server => Some(self.early_keys.load(Relaxed)),
                 Side::Client => self.inner.early_data_accepted(),
@@ -812,49 +836,78 @@ impl qcrypto::Session for Observed {
     }
 }
 
-/// Finds the ServerHello at the start of a TLS handshake byte stream.
+/// Follows the TLS handshake messages of one direction (QUIC's CRYPTO
+/// streams, Initial then Handshake then 1-RTT, in order): keeps the
+/// ServerHello and notes whether a Certificate message went by.
+///
+/// ```text
+/// handshake message: type (1) | length (3, big-endian) | body
+///   2 ServerHello   8 EncryptedExtensions   11 Certificate
+///  15 CertificateVerify   20 Finished   4 NewSessionTicket
+/// ```
+///
+/// A resumed TLS 1.3 handshake (a pre-shared key from a ticket) has no
+/// Certificate: the key itself proves the server is the one the earlier,
+/// certificate-checked connection talked to. Only the ServerHello's body
+/// is buffered; other bodies are skipped as they stream past.
 #[derive(Debug, Default)]
 struct HelloParser {
     buf: Vec<u8>,
+    /// Bytes of the current (skipped) message body still to come.
+    skip: usize,
     done: bool,
     hello: Option<ServerHelloInfo>,
+    /// A Certificate message (type 11) went by.
+    certificate: bool,
 }
 
+/// TLS handshake message types this parser cares about (RFC 8446 §4).
+const SERVER_HELLO: u8 = 2;
+const CERTIFICATE: u8 = 11;
+
 impl HelloParser {
-    fn feed(&mut self, bytes: &[u8]) {
-        if self.done {
-            return;
-        }
-        self.buf.extend_from_slice(bytes);
-        loop {
-            // Handshake message: type (1) | length (3, big-endian) | body.
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !self.done && !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            // Gather a header (4 bytes), and a ServerHello's whole body.
+            let need = if self.buf.len() < 4 {
+                4
+            } else {
+                4 + u32::from_be_bytes([0, self.buf[1], self.buf[2], self.buf[3]]) as usize
+            };
+            let n = need.saturating_sub(self.buf.len()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
             if self.buf.len() < 4 {
                 return;
             }
+            let kind = self.buf[0];
             let len = u32::from_be_bytes([0, self.buf[1], self.buf[2], self.buf[3]]) as usize;
-            if self.buf[0] != 2 || len > 16 * 1024 {
-                self.done = true; // not a ServerHello: nothing to learn
+            if kind != SERVER_HELLO {
+                self.certificate |= kind == CERTIFICATE;
+                self.skip = len;
+                self.buf.clear();
+                continue;
+            }
+            if len > 16 * 1024 {
+                self.done = true; // not a plausible ServerHello: stop looking
                 return;
             }
             if self.buf.len() < 4 + len {
-                return;
+                continue;
             }
-            let body: Vec<u8> = self.buf[4..4 + len].to_vec();
-            self.buf.drain(..4 + len);
-            match parse_server_hello(&body) {
+            match parse_server_hello(&self.buf[4..]) {
                 // A HelloRetryRequest (RFC 8446 §4.1.4) is followed by the real ServerHello.
-                Some(hello) if hello.hello_retry => continue,
-                Some(hello) => {
-                    self.hello = Some(hello);
-                    self.done = true;
-                    self.buf = Vec::new();
-                    return;
-                }
-                None => {
-                    self.done = true;
-                    return;
-                }
+                Some(hello) if hello.hello_retry => {}
+                Some(hello) => self.hello = Some(hello),
+                None => self.done = true,
             }
+            self.buf.clear();
         }
     }
 }
@@ -895,9 +948,33 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_is_noticed_and_skipped_unbuffered() {
+        // EncryptedExtensions (empty), then a 3000-byte Certificate fed in
+        // small pieces, then Finished: only the type is kept.
+        let mut bytes = vec![8, 0, 0, 2, 0, 0];
+        bytes.extend_from_slice(&[11, 0, 0x0b, 0xb8]);
+        bytes.extend(std::iter::repeat_n(0xAB, 3000));
+        bytes.extend_from_slice(&[20, 0, 0, 32]);
+        bytes.extend_from_slice(&[0; 32]);
+        let mut p = HelloParser::default();
+        for piece in bytes.chunks(7) {
+            p.feed(piece);
+            assert!(
+                p.buf.len() <= 4,
+                "bodies other than ServerHello are not kept"
+            );
+        }
+        assert!(p.certificate && !p.done);
+        // A resumed flight: EncryptedExtensions and Finished, no Certificate.
+        let mut p = HelloParser::default();
+        p.feed(&[8, 0, 0, 2, 0, 0, 20, 0, 0, 1, 0]);
+        assert!(!p.certificate);
+    }
+
+    #[test]
     fn garbage_is_not_a_server_hello() {
         let mut p = HelloParser::default();
-        p.feed(&[8, 0, 0, 2, 0, 0]);
+        p.feed(&[2, 0, 0, 2, 0, 0]);
         assert!(p.done && p.hello.is_none());
         assert!(parse_server_hello(&[3, 3, 1]).is_none());
     }

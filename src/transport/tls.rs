@@ -551,7 +551,11 @@ pub fn negotiated(conn: &rustls::ClientConnection, info: &mut ConnectInfo) {
     info.alpn = conn
         .alpn_protocol()
         .map(|p| String::from_utf8_lossy(p).into_owned());
-    info.resumed = Some(conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
+    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    info.resumed = Some(resumed);
+    // rustls processes a Certificate message exactly in full handshakes
+    // (TLS 1.2's abbreviated and TLS 1.3's PSK handshakes have none).
+    info.certificate_received = Some(!resumed);
     info.early_data_accepted = Some(conn.is_early_data_accepted());
 }
 

@@ -9,6 +9,7 @@
 //! second, for links). Mixing them up is an 8× or a million× mistake.
 
 pub mod clock;
+pub mod json;
 
 pub use clock::monotonic_nanos;
 
@@ -166,6 +167,84 @@ pub fn format_duration_exact(d: Duration) -> String {
     }
 }
 
+/// A number with 3 significant digits: `0.0164`, `1.23`, `16.4`, `164`,
+/// `16400` (from 16 437), `0` — table cells that
+/// line up without claiming precision a clock does not have.
+pub fn format_significant(x: f64) -> String {
+    if !x.is_finite() {
+        return "-".into();
+    }
+    let a = x.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a < 10.0 {
+        // 3 significant digits below 1 too: 0.0164, not 0.02.
+        let decimals = (2 - a.log10().floor() as i32).clamp(2, 9) as usize;
+        format!("{x:.decimals$}")
+    } else if a < 100.0 {
+        format!("{x:.1}")
+    } else {
+        // Keep 3 significant digits of larger numbers too: 123456 → 123000.
+        let digits = a.log10().floor() as i32 + 1;
+        let scale = 10f64.powi(digits - 3);
+        format!("{:.0}", (x / scale).round() * scale)
+    }
+}
+
+/// A unit for showing times: µs, ms or s. Pick one for a whole column or
+/// axis with [`TimeUnit::for_micros`], so `2 020 000 µs` reads `2.02 s`
+/// and the numbers beside it stay comparable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    Micros,
+    Millis,
+    Seconds,
+}
+
+impl TimeUnit {
+    /// The largest unit in which `max_us` (the largest value to show) is
+    /// still at least 1: µs below 1 ms, ms below 1 s, else s.
+    pub fn for_micros(max_us: f64) -> TimeUnit {
+        if max_us.is_nan() || max_us.abs() < 1e3 {
+            TimeUnit::Micros
+        } else if max_us.abs() < 1e6 {
+            TimeUnit::Millis
+        } else {
+            TimeUnit::Seconds
+        }
+    }
+
+    /// `µs`, `ms` or `s`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            TimeUnit::Micros => "µs",
+            TimeUnit::Millis => "ms",
+            TimeUnit::Seconds => "s",
+        }
+    }
+
+    /// Microseconds in one of this unit.
+    pub fn micros(self) -> f64 {
+        match self {
+            TimeUnit::Micros => 1.0,
+            TimeUnit::Millis => 1e3,
+            TimeUnit::Seconds => 1e6,
+        }
+    }
+
+    /// `us` microseconds in this unit, without the symbol, 3 significant digits.
+    pub fn format(self, us: f64) -> String {
+        format_significant(us / self.micros())
+    }
+}
+
+/// Microseconds in the unit that suits them, with its symbol: `87.0 µs`,
+/// `4.30 ms`, `2.02 s`.
+pub fn format_micros(us: f64) -> String {
+    let unit = TimeUnit::for_micros(us);
+    format!("{} {}", unit.format(us), unit.symbol())
+}
+
 /// Formats bits per second: `10 Mbit/s`, `1.5 Gbit/s`.
 pub fn format_bit_rate(bps: u64) -> String {
     let b = bps as f64;
@@ -234,6 +313,29 @@ mod tests {
         let err = parse_request_rate("10mbit").unwrap_err();
         assert!(err.contains("bandwidth"), "{err}");
         assert_eq!(parse_bit_rate("10mbit/s"), Ok(10_000_000));
+    }
+
+    #[test]
+    fn times_switch_unit_as_they_grow() {
+        assert_eq!(format_micros(87.0), "87.0 µs");
+        assert_eq!(format_micros(4_300.0), "4.30 ms");
+        assert_eq!(format_micros(454_576.0), "455 ms");
+        assert_eq!(format_micros(2_020_000.0), "2.02 s");
+        assert_eq!(format_micros(0.0), "0 µs");
+        // One unit for a column: the largest value decides.
+        let unit = TimeUnit::for_micros(2_020_000.0);
+        assert_eq!(
+            (unit.symbol(), unit.format(16_437.0)),
+            ("s", "0.0164".into())
+        );
+        let unit = TimeUnit::for_micros(4_490.0);
+        assert_eq!((unit.symbol(), unit.format(68.0)), ("ms", "0.0680".into()));
+        assert_eq!(TimeUnit::for_micros(f64::NAN), TimeUnit::Micros);
+        assert_eq!(format_significant(123_456.0), "123000");
+        assert_eq!(format_significant(164.4), "164");
+        assert_eq!(format_significant(16.44), "16.4");
+        assert_eq!(format_significant(1.234), "1.23");
+        assert_eq!(format_significant(0.0), "0");
     }
 
     #[test]
