@@ -46,7 +46,7 @@ proto_client() {
   local label=$1 pin=$2; shift 3
   local pre=(); [ "$pin" = same-core ] && pre=(taskset -c 0)
   timeout 120 "${pre[@]}" "$PROTO" client "$@" --json \
-    | python3 -c 'import json,sys; d=json.load(sys.stdin); l=d["latency_us"]; print(json.dumps({"label":sys.argv[1],"p50_us":l["p50_us"],"p99_us":l["p99_us"],"p999_us":l["p99_9_us"],"msgs_per_s":d["requests_per_s"],"mb_per_s":d["mb_per_s"],"mismatches":d["mismatches"],"errors":d["failed_connections"],"lost":d["lost"]}))' "$label" >> "$RES" \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); l=d["latency_us"]; print(json.dumps({"label":sys.argv[1],"p50_us":l["p50_us"],"p99_us":l["p99_us"],"p999_us":l["p99_9_us"],"msgs_per_s":d["requests_per_s"],"mb_per_s":d["mb_per_s"],"mismatches":d["mismatches"],"errors":d["failed"],"lost":d["lost"]}))' "$label" >> "$RES" \
     || echo "WARN: $label failed" >&2
 }
 

@@ -208,13 +208,13 @@ fn compare_as_an_ordinary_user_matches_theory_across_a_60ms_link() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"));
         assert_eq!(report["environment"], "lab", "{stderr}");
         let variants = report["variants"].as_array().unwrap();
-        assert_eq!(variants.len(), 11, "all eleven variants");
+        assert_eq!(variants.len(), 12, "all twelve variants");
         let mut wrong = Vec::new();
         for v in variants {
             let id = v["protocol"].as_str().unwrap();
             let theory = v["theory_rtts"].as_f64().unwrap();
             let measured = v["handshake_rtts"].as_f64();
-            let rtt = v["rtt"].as_f64();
+            let rtt = v["rtt_ms"].as_f64();
             match (measured, rtt) {
                 (Some(m), Some(r)) if (m - theory).abs() <= 0.25 && (59.0..80.0).contains(&r) => {}
                 _ => wrong.push(format!(

@@ -781,7 +781,7 @@ fn compare_sctp_row_is_one_rtt_across_a_60ms_link() {
         assert_eq!(row["protocol"], "sctp");
         assert_eq!(row["theory_rtts"], 1.0);
         let measured = row["handshake_rtts"].as_f64();
-        let rtt = row["rtt"].as_f64();
+        let rtt = row["rtt_ms"].as_f64();
         match (measured, rtt) {
             (Some(m), Some(r)) if (m - 1.0).abs() <= 0.1 && (59.0..66.0).contains(&r) => return,
             _ => failures.push(format!(

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::{lab_or_skip, PROTO};
 
-const VARIANTS: [&str; 11] = [
+const VARIANTS: [&str; 12] = [
     "tcp",
     "tls1.2",
     "tls1.2-resumed",
@@ -20,6 +20,7 @@ const VARIANTS: [&str; 11] = [
     "tls1.3-0rtt",
     "tls1.3-0rtt-tfo",
     "quic",
+    "quic-resumed",
     "quic-0rtt",
     "udp",
     "sctp",
