@@ -8,6 +8,7 @@
 //! Sized for a slide: 16:9, 20 px text, the conditions under the title.
 
 use crate::measure::histogram::PercentilePoint;
+use crate::units::TimeUnit;
 use std::fmt::Write;
 
 /// One line on the chart.
@@ -90,15 +91,10 @@ pub(crate) fn nice_axis(max: f64) -> (f64, f64) {
 
 /// The unit the latency axis is labelled in: the one that keeps the
 /// largest value between 1 and 1000 (µs up to 1 ms, ms up to 1 s, then s),
-/// so no label reads "2 020 000".
+/// so no label reads "2 020 000" ([`TimeUnit::for_micros`], as the tables).
 pub(crate) fn time_unit_for(max_us: f64) -> (&'static str, f64) {
-    if max_us >= 1e6 {
-        ("s", 1e6)
-    } else if max_us >= 1e3 {
-        ("ms", 1e3)
-    } else {
-        ("µs", 1.0)
-    }
+    let unit = TimeUnit::for_micros(max_us);
+    (unit.symbol(), unit.micros())
 }
 
 /// A tick label: no more digits than the step needs (0.25, 2.5, 40).
