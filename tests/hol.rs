@@ -49,15 +49,35 @@ fn a_loss_stalls_all_streams_on_tcp_and_one_on_quic() {
             "the link lost packets: {r}"
         );
     }
+    // Per loss event, measured: TCP stalls (nearly) every stream, QUIC and
+    // SCTP the one whose packet was lost.
+    let per_event = |r: &serde_json::Value| r["streams_per_loss_median"].as_f64().unwrap();
+    assert!(
+        per_event(&tcp) >= 6.0,
+        "TCP: a loss stalls the streams behind it: {tcp}"
+    );
+    // (Two losses released by one retransmission count as one event: a
+    // median of up to 2 still means "its own stream", far from TCP's.)
+    assert!(
+        per_event(&quic) <= 2.0,
+        "QUIC: a loss stalls its own stream: {quic}"
+    );
+    assert!(
+        per_event(&sctp) <= 2.0,
+        "SCTP: a loss stalls its own stream: {sctp}"
+    );
+    for r in [&tcp, &quic, &sctp] {
+        assert!(r["loss_events"].as_u64().unwrap() > 5, "{r}");
+    }
     let per_loss = |r: &serde_json::Value| r["stalled_per_loss"].as_f64().unwrap();
     assert!(
         per_loss(&tcp) > 2.0 * per_loss(&quic),
         "TCP should stall many more requests per loss than QUIC: tcp {tcp}, quic {quic}"
     );
-    assert!(
-        per_loss(&tcp) > 2.0 * per_loss(&sctp),
-        "TCP should stall many more requests per loss than SCTP's streams: tcp {tcp}, sctp {sctp}"
-    );
+    // SCTP's requests per loss are not compared: its retransmission timer
+    // (T3-rtx, about 1 s) holds the lost stream's next requests long enough
+    // to come near TCP's count (3.8 against 7.4 in one run at these
+    // settings) although only that one stream waits.
 }
 
 #[test]

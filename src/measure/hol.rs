@@ -42,11 +42,20 @@ pub struct HolConfig {
     pub drain: Duration,
 }
 
-/// One reply: which stream, and how long after its intended send time.
+/// One reply: which stream, when its request was due (from the start of
+/// the schedule), and how long after that the reply came.
 #[derive(Debug, Clone, Copy)]
 pub struct Reply {
     pub stream: usize,
+    pub sent_at: Duration,
     pub latency: Duration,
+}
+
+impl Reply {
+    /// When the reply arrived, from the start of the schedule.
+    pub fn arrived_at(&self) -> Duration {
+        self.sent_at + self.latency
+    }
 }
 
 /// The request schedule: stream `k`'s `n`-th request is due at
@@ -98,7 +107,12 @@ where
                     let latency =
                         Duration::from_nanos(monotonic_nanos().saturating_sub(frame.timestamp));
                     let stream = (u64::from(frame.id) % total_streams) as usize;
-                    replies.push(Reply { stream, latency });
+                    let sent_at = Duration::from_nanos(frame.timestamp.saturating_sub(start_ns));
+                    replies.push(Reply {
+                        stream,
+                        sent_at,
+                        latency,
+                    });
                     continue;
                 }
                 Ok(Some(frame)) => anyhow::bail!(
@@ -219,8 +233,20 @@ pub struct HolSummary {
     pub max_ms: f64,
     /// Replies slower than [`STALL_FACTOR`] × the fastest one.
     pub stalled: usize,
-    /// How many distinct streams had at least one stalled reply.
+    /// How many distinct streams had at least one stalled reply, over the
+    /// whole run (with enough losses, every stream's turn comes on QUIC too:
+    /// see the per-event counts for what one loss does).
     pub streams_stalled: usize,
+    /// Loss events seen by the receiver: groups of stalled replies released
+    /// together (see [`loss_events`]).
+    pub loss_events: usize,
+    /// Per loss event, how many streams it stalled: the median and the
+    /// largest. TCP: every stream that sent while the lost segment was
+    /// missing; QUIC and SCTP: the stream whose packet was lost.
+    pub streams_per_loss_median: Option<f64>,
+    pub streams_per_loss_max: Option<usize>,
+    /// `events_by_streams[k]`: loss events that stalled `k + 1` streams.
+    pub events_by_streams: Vec<usize>,
     /// Packets the link dropped while this transport ran (both directions).
     pub packets_lost: u64,
     /// `stalled / packets_lost`: requests held up per lost packet. About 1
@@ -230,6 +256,44 @@ pub struct HolSummary {
 
 /// A reply counts as stalled when it took this many times the fastest one.
 pub const STALL_FACTOR: f64 = 1.5;
+
+/// Stalled replies that arrive within this much of each other, or of
+/// [`RELEASE_FRACTION`] of the path's round trip if that is more, were
+/// released by the same retransmission.
+pub const RELEASE_WINDOW: Duration = Duration::from_millis(1);
+pub const RELEASE_FRACTION: f64 = 0.05;
+
+/// Groups stalled replies into loss events, as the receiver saw them: when
+/// a lost packet's retransmission arrives, everything that waited for it
+/// is delivered at once, so the replies it held up come back together.
+/// Sorted by arrival, a gap of more than `window` between two stalled
+/// replies starts a new event. Returns, per event, the distinct streams.
+///
+/// ```text
+/// TCP, one loss:  s3 s4 s5 s6 s7 s0 s1 s2 s3 … all released together → 8 streams
+/// QUIC, one loss: s3 (and s3's next request, queued behind it)        → 1 stream
+/// ```
+///
+/// Two losses whose retransmissions arrive together count as one event.
+pub fn loss_events(stalled: &[&Reply], window: Duration) -> Vec<Vec<usize>> {
+    let mut by_arrival: Vec<&Reply> = stalled.to_vec();
+    by_arrival.sort_by_key(|r| r.arrived_at());
+    let mut events: Vec<Vec<usize>> = Vec::new();
+    let mut last: Option<Duration> = None;
+    for r in by_arrival {
+        let arrived = r.arrived_at();
+        match (last, events.last_mut()) {
+            (Some(prev), Some(event)) if arrived.saturating_sub(prev) <= window => {
+                if !event.contains(&r.stream) {
+                    event.push(r.stream);
+                }
+            }
+            _ => events.push(vec![r.stream]),
+        }
+        last = Some(arrived);
+    }
+    events
+}
 
 pub fn summarize(transport: &'static str, replies: &[Reply], packets_lost: u64) -> HolSummary {
     let mut ms: Vec<f64> = replies
@@ -252,6 +316,15 @@ pub fn summarize(transport: &'static str, replies: &[Reply], packets_lost: u64) 
     let mut streams: Vec<usize> = stalled.iter().map(|r| r.stream).collect();
     streams.sort_unstable();
     streams.dedup();
+    let fastest = replies.iter().map(|r| r.latency).min().unwrap_or_default();
+    let window = RELEASE_WINDOW.max(fastest.mul_f64(RELEASE_FRACTION));
+    let events = loss_events(&stalled, window);
+    let sizes: Vec<f64> = events.iter().map(|e| e.len() as f64).collect();
+    let largest = events.iter().map(Vec::len).max();
+    let mut events_by_streams = vec![0; largest.unwrap_or(0)];
+    for e in &events {
+        events_by_streams[e.len() - 1] += 1;
+    }
     HolSummary {
         transport,
         requests: replies.len(),
@@ -261,6 +334,10 @@ pub fn summarize(transport: &'static str, replies: &[Reply], packets_lost: u64) 
         max_ms: ms.last().copied().unwrap_or(f64::NAN),
         stalled: stalled.len(),
         streams_stalled: streams.len(),
+        loss_events: events.len(),
+        streams_per_loss_median: crate::measure::handshake::median(&sizes),
+        streams_per_loss_max: largest,
+        events_by_streams,
         packets_lost,
         stalled_per_loss: (packets_lost > 0).then(|| stalled.len() as f64 / packets_lost as f64),
     }
@@ -287,6 +364,7 @@ mod tests {
     fn stalls_are_counted_against_the_fastest_reply() {
         let r = |stream, ms| Reply {
             stream,
+            sent_at: Duration::ZERO,
             latency: Duration::from_millis(ms),
         };
         let replies = [r(0, 50), r(1, 51), r(2, 300), r(3, 260), r(3, 52)];
@@ -295,5 +373,54 @@ mod tests {
         assert_eq!(s.stalled_per_loss, Some(2.0));
         assert_eq!(s.max_ms, 300.0);
         assert_eq!(s.min_ms, 50.0);
+    }
+
+    /// 4 streams, one request each per 20 ms (staggered 5 ms), 50 ms RTT.
+    fn schedule(stall: impl Fn(usize, u64) -> u64) -> Vec<Reply> {
+        (0..40u64)
+            .flat_map(|n| (0..4).map(move |k| (n, k)))
+            .map(|(n, k)| Reply {
+                stream: k,
+                sent_at: Duration::from_millis(n * 20 + k as u64 * 5),
+                latency: Duration::from_millis(50 + stall(k, n)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tcp_loss_stalls_every_stream_until_one_release() {
+        // The segment of stream 1's request 10 (sent at 205 ms) is lost and
+        // resent at 420 ms: everything sent meanwhile is delivered then.
+        let replies = schedule(|k, n| {
+            let sent = n * 20 + k as u64 * 5;
+            if (205..420).contains(&sent) {
+                420 - sent
+            } else {
+                0
+            }
+        });
+        let s = summarize("tcp", &replies, 1);
+        assert_eq!(s.loss_events, 1, "{s:?}");
+        assert_eq!(s.streams_per_loss_median, Some(4.0));
+        assert_eq!(s.events_by_streams, [0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn a_quic_loss_stalls_its_own_stream() {
+        // Stream 2 loses two packets, far apart; stream 0 one. Each stream's
+        // next request queues behind its lost one (released together).
+        let replies = schedule(|k, n| match (k, n) {
+            (2, 5) => 60,
+            (2, 6) => 40,
+            (2, 30) => 60,
+            (0, 17) => 70,
+            _ => 0,
+        });
+        let s = summarize("quic", &replies, 3);
+        assert_eq!(s.loss_events, 3, "{s:?}");
+        assert_eq!(s.streams_per_loss_median, Some(1.0));
+        assert_eq!(s.streams_per_loss_max, Some(1));
+        assert_eq!(s.events_by_streams, [3]);
+        assert_eq!(s.streams_stalled, 2, "over the run, two streams had a loss");
     }
 }
