@@ -2,8 +2,8 @@
 //! latency and throughput as a ratio to TCP's.
 
 use crate::measure::load::LoadReport;
-use crate::output::latency::format_us;
 use crate::transport::Transport;
+use crate::units::TimeUnit;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 
 /// The comparison: one row per transport, ratios to TCP's when TCP ran.
@@ -12,21 +12,28 @@ pub fn comparison_table(rows: &[(Transport, &LoadReport)]) -> String {
         .iter()
         .find(|(transport, _)| *transport == Transport::Tcp)
         .map(|(_, report)| (report.latency.summary().p50_us, report.requests_per_sec()));
+    // One time unit for the latency columns, from the largest value in them.
+    let largest = rows
+        .iter()
+        .map(|(_, report)| report.latency.summary().max_us)
+        .fold(0.0, f64::max);
+    let unit = TimeUnit::for_micros(largest);
+    let head = |what: &str| format!("{what} {}", unit.symbol());
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(vec![
-        "transport",
-        "requests",
-        "p50 µs",
-        "p99 µs",
-        "p99.9 µs",
-        "max µs",
-        "requests/s",
-        "MB/s",
-        "p50 vs tcp",
-        "req/s vs tcp",
-        "errors",
-        "lost",
+        "transport".to_string(),
+        "requests".into(),
+        head("p50"),
+        head("p99"),
+        head("p99.9"),
+        head("max"),
+        "requests/s".into(),
+        "MB/s".into(),
+        "p50 vs tcp".into(),
+        "req/s vs tcp".into(),
+        "errors".into(),
+        "lost".into(),
     ]);
     for (transport, report) in rows {
         let s = report.latency.summary();
@@ -42,10 +49,10 @@ pub fn comparison_table(rows: &[(Transport, &LoadReport)]) -> String {
         table.add_row(vec![
             Cell::new(transport.name()),
             right(s.count.to_string()),
-            right(format_us(s.p50_us)),
-            right(format_us(s.p99_us)),
-            right(format_us(s.p99_9_us)),
-            right(format_us(s.max_us)),
+            right(unit.format(s.p50_us)),
+            right(unit.format(s.p99_us)),
+            right(unit.format(s.p99_9_us)),
+            right(unit.format(s.max_us)),
             right(format!("{rps:.0}")),
             right(format!("{:.2}", report.megabytes_per_sec())),
             right(p50_ratio),

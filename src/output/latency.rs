@@ -12,12 +12,6 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use serde::Serialize;
 use std::fmt::Write;
 
-/// Formats microseconds with 3 significant digits, without a unit:
-/// `1.23`, `16.4`, `164`, `16400` ([`crate::units::format_significant`]).
-pub fn format_us(us: f64) -> String {
-    crate::units::format_significant(us)
-}
-
 /// The column heads of the percentile table, and how to pick each number.
 /// Picks one number out of a summary.
 type Pick = fn(&LatencySummary) -> f64;
