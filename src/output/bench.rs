@@ -3,7 +3,7 @@
 
 use crate::measure::load::LoadReport;
 use crate::transport::Transport;
-use crate::units::TimeUnit;
+use crate::units::format_micros;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 
 /// The comparison: one row per transport, ratios to TCP's when TCP ran.
@@ -12,22 +12,15 @@ pub fn comparison_table(rows: &[(Transport, &LoadReport)]) -> String {
         .iter()
         .find(|(transport, _)| *transport == Transport::Tcp)
         .map(|(_, report)| (report.latency.summary().p50_us, report.requests_per_sec()));
-    // One time unit for the latency columns, from the largest value in them.
-    let largest = rows
-        .iter()
-        .map(|(_, report)| report.latency.summary().max_us)
-        .fold(0.0, f64::max);
-    let unit = TimeUnit::for_micros(largest);
-    let head = |what: &str| format!("{what} {}", unit.symbol());
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(vec![
         "transport".to_string(),
         "requests".into(),
-        head("p50"),
-        head("p99"),
-        head("p99.9"),
-        head("max"),
+        "p50".into(),
+        "p99".into(),
+        "p99.9".into(),
+        "max".into(),
         "requests/s".into(),
         "MB/s".into(),
         "p50 vs tcp".into(),
@@ -49,10 +42,10 @@ pub fn comparison_table(rows: &[(Transport, &LoadReport)]) -> String {
         table.add_row(vec![
             Cell::new(transport.name()),
             right(s.count.to_string()),
-            right(unit.format(s.p50_us)),
-            right(unit.format(s.p99_us)),
-            right(unit.format(s.p99_9_us)),
-            right(unit.format(s.max_us)),
+            right(format_micros(s.p50_us)),
+            right(format_micros(s.p99_us)),
+            right(format_micros(s.p99_9_us)),
+            right(format_micros(s.max_us)),
             right(format!("{rps:.0}")),
             right(format!("{:.2}", report.megabytes_per_sec())),
             right(p50_ratio),

@@ -7,7 +7,7 @@
 use crate::measure::histogram::{Bucket, Latencies, LatencySummary, PercentilePoint};
 use crate::measure::load::{ConnectionFailure, LoadConfig, LoadReport, Stop};
 use crate::transport::Transport;
-use crate::units::TimeUnit;
+use crate::units::{format_micros, TimeUnit};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 use serde::Serialize;
 use std::fmt::Write;
@@ -27,20 +27,19 @@ const COLUMNS: [(&str, Pick); 8] = [
     ("stddev", |s| s.stddev_us),
 ];
 
-/// The percentile table: one row per `(label, summary)`, in the unit (µs,
-/// ms or s) the largest value reads best in, named in the header.
+/// The percentile table: one row per `(label, summary)`, each value in the
+/// unit that suits it (`16.4 µs`, `1.20 ms`, `2.02 s`): a run's p50 and
+/// its max can lie five orders of magnitude apart.
 pub fn percentile_table(rows: &[(&str, LatencySummary)]) -> String {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    let largest = rows.iter().map(|(_, s)| s.max_us).fold(0.0, f64::max);
-    let unit = TimeUnit::for_micros(largest);
-    let mut head = vec![Cell::new(format!("latency ({})", unit.symbol()))];
+    let mut head = vec![Cell::new("latency")];
     head.extend(COLUMNS.iter().map(|(name, _)| Cell::new(name)));
     table.set_header(head);
     for (label, summary) in rows {
         let mut row = vec![Cell::new(label)];
         row.extend(COLUMNS.iter().map(|(_, pick)| {
-            Cell::new(unit.format(pick(summary))).set_alignment(CellAlignment::Right)
+            Cell::new(format_micros(pick(summary))).set_alignment(CellAlignment::Right)
         }));
         table.add_row(row);
     }
@@ -567,7 +566,7 @@ mod tests {
         l.record_nanos(68_000);
         l.record_nanos(2_020_000_000);
         let t = percentile_table(&[("round trip", l.summary())]);
-        assert!(t.contains("latency (s)") && t.contains("2.02"), "{t}");
+        assert!(t.contains("2.02 s") && t.contains("68.0 µs"), "{t}");
         assert!(!t.contains("2020000"), "{t}");
         let buckets = [Bucket {
             low_us: 1_000_000.0,
