@@ -110,6 +110,30 @@ impl Lanes {
         }
     }
 
+    /// Lane `i` (0-based, as the load numbers them: each connection's
+    /// streams in turn) in words: `connection 3`, `socket 1`,
+    /// `QUIC connection 2, stream 3`.
+    pub fn name(&self, i: usize) -> String {
+        match *self {
+            Lanes::Connections(_) => format!("connection {}", i + 1),
+            Lanes::Sockets(_) => format!("socket {}", i + 1),
+            Lanes::Streams {
+                transport,
+                per_connection,
+                ..
+            } => format!(
+                "{} {}, stream {}",
+                if transport == Transport::Sctp {
+                    "SCTP association"
+                } else {
+                    "QUIC connection"
+                },
+                i / per_connection + 1,
+                i % per_connection
+            ),
+        }
+    }
+
     /// `2 connections`, `2 QUIC connections × 4 streams = 8 streams`,
     /// `1 SCTP association × 2 streams = 2 streams`, `1 UDP socket`.
     pub fn describe(&self) -> String {
@@ -176,7 +200,7 @@ pub fn summary_lines(report: &LoadReport, lanes: Lanes) -> String {
     }
     out.push('\n');
     for e in &report.errors {
-        let _ = writeln!(out, "  {e}");
+        let _ = writeln!(out, "  {}: {}", lanes.name(e.connection), e.failure);
     }
     out
 }
@@ -541,6 +565,8 @@ mod tests {
             elapsed: Duration::from_secs(1),
         };
         assert!(summary_lines(&report, udp).contains("0 failed sockets"));
+        assert_eq!(quic.name(5), "QUIC connection 2, stream 1");
+        assert_eq!(udp.name(0), "socket 1");
         assert!(summary_lines(&report, quic).contains("0 failed streams"));
         let tcp = Lanes::new(Transport::Tcp, 1, 1);
         assert!(summary_lines(&report, tcp).contains("0 failed connections"));
