@@ -289,6 +289,41 @@ fn lab_command_as_an_ordinary_user_runs_and_leaves_nothing_behind() {
     );
 }
 
+/// `proto transfer quic` without root: QUIC's UDP sockets cannot be forced
+/// past the machine's `net.core.rmem_max` (SO_RCVBUFFORCE needs
+/// CAP_NET_ADMIN in the initial namespace), so proto asks with SO_RCVBUF,
+/// gets what the kernel allows, says so, and the transfer still completes.
+#[test]
+fn transfer_quic_as_an_ordinary_user_completes_and_names_the_buffer_limit() {
+    let Some(user) =
+        Nobody::setup("transfer_quic_as_an_ordinary_user_completes_and_names_the_buffer_limit")
+    else {
+        return;
+    };
+    let _tun = TunMode::set(0o666);
+    let out = user.output(&[
+        "transfer", "quic", "--size", "2M", "--cc", "newreno", "--rtt", "20ms", "--json",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", text(&out.stdout)));
+    assert_eq!(report["run"]["bytes"], 2 << 20, "{stderr}");
+    assert!(
+        report["run"]["samples"].as_array().unwrap().len() > 10,
+        "the sender's state was sampled"
+    );
+    let notes = report["run"]["notes"].to_string();
+    assert!(
+        notes.contains("SO_RCVBUFFORCE needs CAP_NET_ADMIN") && notes.contains("rmem_max"),
+        "the fallback is said: {notes}"
+    );
+    assert!(
+        stderr.contains("note: the client's UDP socket got"),
+        "and printed: {stderr}"
+    );
+}
+
 /// `kill -9` of a rootless lab: the kernel ends COMMAND's PID namespace,
 /// and with it the lab's network namespaces and proto's user namespace.
 #[test]

@@ -202,6 +202,10 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     if args.json {
+        // The notes are in the JSON; stderr shows them to the person too.
+        for note in &report.run.notes {
+            eprintln!("note: {note}");
+        }
         let json = crate::output::json::pretty(&report).context("encoding the report")?;
         let _ = writeln!(stdout, "{json}");
     } else {

@@ -26,7 +26,8 @@
 //! and read back from there, so what proto prints is what the kernel holds.
 //! The `net.core` values belong to the whole machine (read-only inside a
 //! namespace): they are reported, never changed; QUIC's sockets go past
-//! them with SO_RCVBUFFORCE.
+//! them with SO_RCVBUFFORCE where allowed (a root lab), else ask with
+//! SO_RCVBUF and get at most `rmem_max` (a rootless lab, which says so).
 
 use super::netns::NetNs;
 use super::LabConfig;
@@ -228,7 +229,7 @@ pub fn read_limits() -> io::Result<BufferLimits> {
 /// machine (a namespace sees them read-only), and the lab never changes the
 /// machine's settings. A UDP (QUIC) socket that needs more than `rmem_max`
 /// asks with SO_RCVBUFFORCE / SO_SNDBUFFORCE instead, which the lab's
-/// CAP_NET_ADMIN allows (see [`force_socket_buffers`]).
+/// CAP_NET_ADMIN allows in a root lab (see [`size_socket_buffers`]).
 fn set_limits(max: u64, raise_only: bool) -> io::Result<()> {
     for path in [TCP_RMEM, TCP_WMEM] {
         let [min, default, old_max] = read_triple(path)?;
@@ -244,46 +245,81 @@ fn set_limits(max: u64, raise_only: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Gives a socket (typically QUIC's UDP socket) `bytes` of receive and send
-/// buffer, beyond `net.core.rmem_max`/`wmem_max` if need be (the FORCE
-/// variants need CAP_NET_ADMIN, which the lab has). Returns what the kernel
-/// granted (it reports twice the request: half is bookkeeping).
-pub fn force_socket_buffers(fd: std::os::fd::RawFd, bytes: u64) -> io::Result<(u64, u64)> {
-    let value = bytes.min(i32::MAX as u64 / 2) as libc::c_int;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-        // SAFETY: passes a pointer to a c_int that lives across the call.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    let get = |opt| -> io::Result<u64> {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: v and len are valid for writing.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(v.max(0) as u64)
+/// What a socket's buffers ended up as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// SO_RCVBUF / SO_SNDBUF as read back (the kernel reports twice what
+    /// was asked: half is bookkeeping).
+    pub receive: u64,
+    pub send: u64,
+    /// Whether SO_RCVBUFFORCE / SO_SNDBUFFORCE were allowed; if not, the
+    /// plain options were used and `net.core.rmem_max`/`wmem_max` capped them.
+    pub forced: bool,
+}
+
+fn set_int(fd: std::os::fd::RawFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: passes a pointer to a c_int that lives across the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
     };
-    Ok((get(libc::SO_RCVBUF)?, get(libc::SO_SNDBUF)?))
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn get_int(fd: std::os::fd::RawFd, option: libc::c_int) -> io::Result<u64> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid for writing.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v.max(0) as u64)
+}
+
+/// Gives a socket (typically QUIC's UDP socket) `bytes` of receive and send
+/// buffer, beyond `net.core.rmem_max`/`wmem_max` if allowed.
+///
+/// The FORCE variants need CAP_NET_ADMIN over the *initial* network
+/// namespace: a root lab has it; a rootless lab (a user namespace) has
+/// CAP_NET_ADMIN only over its own namespaces, so the kernel refuses
+/// (EPERM). Then the plain SO_RCVBUF / SO_SNDBUF ask for the same and the
+/// kernel grants at most the machine-wide maxima; `forced` says which
+/// happened, and the sizes are read back.
+pub fn size_socket_buffers(fd: std::os::fd::RawFd, bytes: u64) -> io::Result<SocketBuffers> {
+    let value = bytes.min(i32::MAX as u64 / 2) as libc::c_int;
+    let forced = match set_int(fd, libc::SO_RCVBUFFORCE, value)
+        .and_then(|()| set_int(fd, libc::SO_SNDBUFFORCE, value))
+    {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            set_int(fd, libc::SO_RCVBUF, value)?;
+            set_int(fd, libc::SO_SNDBUF, value)?;
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(SocketBuffers {
+        receive: get_int(fd, libc::SO_RCVBUF)?,
+        send: get_int(fd, libc::SO_SNDBUF)?,
+        forced,
+    })
 }
 
 /// Applies `config.host_buffers` inside both namespaces and reads back
@@ -366,6 +402,28 @@ mod tests {
             sized_buffer(&link(10_000, Some(100_000_000_000), 10)),
             1 << 30
         );
+    }
+
+    #[test]
+    fn socket_buffers_are_forced_or_capped_by_the_machine() {
+        use std::os::fd::AsRawFd;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let want = 8 << 20;
+        let b = size_socket_buffers(socket.as_raw_fd(), want).unwrap();
+        let rmem_max = read_one(RMEM_MAX).unwrap();
+        if b.forced {
+            // The kernel doubles the request (half is bookkeeping).
+            assert_eq!(b.receive, 2 * want, "{b:?}");
+        } else {
+            // Without CAP_NET_ADMIN: what SO_RCVBUF may give, no more.
+            assert!(b.receive <= 2 * rmem_max.min(want), "{b:?}");
+        }
+        // SAFETY: geteuid is always safe.
+        if unsafe { libc::geteuid() } == 0
+            && std::env::var("PROTO_LAB_REQUIRED").as_deref() == Ok("1")
+        {
+            assert!(b.forced, "root (CI) may force: {b:?}");
+        }
     }
 
     #[test]

@@ -123,12 +123,25 @@ pub fn run_quic(
         .in_client(|| UdpSocket::bind("0.0.0.0:0"))
         .context("binding QUIC's UDP socket on the client host")?;
     if let Some(w) = window {
-        for s in [&server_socket, &client_socket] {
-            if let Err(e) = buffers::force_socket_buffers(s.as_raw_fd(), w) {
-                notes.push(format!(
-                    "could not give QUIC's UDP sockets {w} bytes of buffer ({e}); the kernel's default applies"
-                ));
-                break;
+        for (host, s) in [("server", &server_socket), ("client", &client_socket)] {
+            match buffers::size_socket_buffers(s.as_raw_fd(), w) {
+                Ok(b) if !b.forced => {
+                    let note = format!(
+                        "the {host}'s UDP socket got {:.1} MB of receive and {:.1} MB of send buffer, \
+                         not the {:.1} MB asked: SO_RCVBUFFORCE needs CAP_NET_ADMIN in the machine's \
+                         own network namespace (a rootless lab lacks it), so SO_RCVBUF was used and \
+                         net.core.rmem_max/wmem_max capped it; raise those (sysctl, as root) or run \
+                         as root for larger buffers",
+                        b.receive as f64 / 2e6,
+                        b.send as f64 / 2e6,
+                        w as f64 / 1e6
+                    );
+                    notes.push(note);
+                }
+                Ok(_) => {}
+                Err(e) => notes.push(format!(
+                    "could not give the {host}'s UDP socket {w} bytes of buffer ({e}); the kernel's default applies"
+                )),
             }
         }
     }
