@@ -53,6 +53,61 @@ fn nc_udp_gets_an_uppercased_datagram() {
 }
 
 #[test]
+fn by_default_the_server_answers_on_both_loopbacks() {
+    // `localhost` is ::1 first on many systems, and a UDP client does not
+    // fall back to 127.0.0.1: nc -u localhost must still get its answer.
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED by_default_the_server_answers_on_both_loopbacks: no IPv6 loopback here");
+        return;
+    }
+    let server = Server::start(&support::ALL_ON_FREE_PORTS, 5);
+    for service in ["tcp", "udp", "tls", "quic", "sctp"] {
+        let v6 = server.wait_stdout(
+            &format!("{service} listening on [::1]:"),
+            Duration::from_secs(10),
+        );
+        let port = server.addr(service).port();
+        assert!(
+            v6.ends_with(&format!("]:{port}")),
+            "{service}: same port on ::1: {v6}"
+        );
+    }
+    let udp_port = server.addr("udp").port();
+    let tcp_port = server.addr("tcp").port();
+    let Some(mut nc) = nc("by_default_the_server_answers_on_both_loopbacks") else {
+        return;
+    };
+    let port = udp_port.to_string();
+    let (_, out, err) = run_with_input(nc.args(["-6", "-u", "-w", "1", "::1", &port]), b"hello\n");
+    assert_eq!(out, b"HELLO\n", "nc -6 -u ::1: {err}");
+    let mut s = std::net::TcpStream::connect(("::1", tcp_port)).unwrap();
+    s.write_all(b"six\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut s), b"SIX\n");
+    server.terminate();
+}
+
+#[test]
+fn an_explicit_host_is_the_only_address() {
+    let server = Server::start(&["udp", "--port", "0", "--host", "127.0.0.1"], 1);
+    let port = server.addr("udp").port();
+    let probe = std::net::UdpSocket::bind("[::1]:0");
+    if let Ok(probe) = probe {
+        // Nothing listens on ::1 at that port: the datagram is refused.
+        probe.connect(("::1", port)).unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        probe.send(b"x\n").unwrap();
+        let mut buf = [0u8; 16];
+        assert!(
+            probe.recv(&mut buf).is_err(),
+            "nothing should answer on ::1"
+        );
+    }
+}
+
+#[test]
 fn lines_are_uppercased_by_unicode_rules_and_bytes_pass_through() {
     let server = tcp_server(&[]);
     let mut s = connect(&server);

@@ -1,10 +1,10 @@
 //! `proto serve`: run echo servers until Ctrl-C, then print a summary.
 
-use crate::server::{self, bind_tcp, bind_udp, Listeners, ServerConfig};
+use crate::server::{self, bind_tcp, bind_udp, ListenerSet, Listeners, ServerConfig};
 use crate::transport::certs::{self, CertDir, ServerIdentity};
 use crate::transport::tls::TlsVersion;
 use crate::units::{parse_duration, parse_size};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,8 +38,10 @@ pub struct ServeArgs {
     #[arg(value_enum)]
     pub service: Service,
     /// Address to listen on (0.0.0.0 or :: to accept other machines).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: IpAddr,
+    /// Default: this machine only, on both 127.0.0.1 and ::1, since
+    /// `localhost` is ::1 first on many systems.
+    #[arg(long)]
+    pub host: Option<IpAddr>,
     /// Port to listen on; 0 picks a free one. Default: 8081 (tcp, udp),
     /// 8443 (tls, quic), 9899 (sctp, a UDP port). With `all`, the plain
     /// services' port.
@@ -120,7 +122,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Service::Sctp => crate::wire::sctp::UDP_ENCAPS_PORT,
     };
     let port = args.port.unwrap_or(default_port);
-    let addr = SocketAddr::new(args.host, port);
+    let host = args.host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let addr = SocketAddr::new(host, port);
     let listeners = match args.service {
         Service::Tcp => Listeners {
             tcp: Some(bind_tcp(addr)?),
@@ -143,13 +146,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ..Listeners::default()
         },
         Service::All => Listeners::bind_all(
-            args.host,
+            host,
             port,
             args.secure_port.unwrap_or(crate::wire::limits::SECURE_PORT),
             args.sctp_port.unwrap_or(crate::wire::sctp::UDP_ENCAPS_PORT),
         )?,
     };
-    let identity = if listeners.tls.is_some() || listeners.quic.is_some() {
+    let mut listeners = ListenerSet::from(listeners);
+    if args.host.is_none() {
+        // Without --host: IPv6's loopback too, port for port. A machine
+        // without IPv6 (or with ::1's port taken) still serves on 127.0.0.1.
+        match listeners.0[0].mirror_on(IpAddr::V6(Ipv6Addr::LOCALHOST)) {
+            Ok(v6) => listeners.0.push(v6),
+            Err(e) => eprintln!(
+                "proto serve: not listening on ::1 too ({e:#}); 127.0.0.1 only, so use \
+                 127.0.0.1 rather than localhost if localhost is ::1 here"
+            ),
+        }
+    }
+    let identity = if listeners.needs_identity() {
         let identity = load_identity(&args)?;
         for line in identity.describe() {
             outln!("proto serve: {line}");
@@ -214,6 +229,8 @@ fn load_identity(args: &ServeArgs) -> anyhow::Result<ServerIdentity> {
         None => CertDir::default_dir()?,
     };
     let mut names = args.san.clone();
-    names.extend(certs::names_for_bind(args.host));
+    if let Some(host) = args.host {
+        names.extend(certs::names_for_bind(host));
+    }
     dir.load_or_create(&names)
 }

@@ -414,6 +414,53 @@ impl Listeners {
     }
 }
 
+/// The same services on several addresses, served by one server (one set
+/// of limits and counters): `proto serve` listens on 127.0.0.1 *and* ::1,
+/// because `localhost` resolves to ::1 first on many systems and a UDP
+/// client (`nc -u localhost 8081`) does not fall back to 127.0.0.1.
+#[derive(Debug, Default)]
+pub struct ListenerSet(pub Vec<Listeners>);
+
+impl From<Listeners> for ListenerSet {
+    fn from(listeners: Listeners) -> ListenerSet {
+        ListenerSet(vec![listeners])
+    }
+}
+
+impl ListenerSet {
+    /// Whether any of the sets serves TLS or QUIC (and so needs a certificate).
+    pub fn needs_identity(&self) -> bool {
+        self.0.iter().any(|l| l.tls.is_some() || l.quic.is_some())
+    }
+
+    /// `(service, address)` of every bound socket, set by set.
+    pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+        self.0.iter().flat_map(Listeners::addresses).collect()
+    }
+}
+
+impl Listeners {
+    /// The same services on `ip`, each on the port it has here (so `::1`
+    /// mirrors `127.0.0.1` port for port, even for ports picked with 0).
+    pub fn mirror_on(&self, ip: IpAddr) -> anyhow::Result<Listeners> {
+        let port_of = |service: &str| {
+            self.addresses()
+                .into_iter()
+                .find(|(name, _)| *name == service)
+                .map(|(_, a)| SocketAddr::new(ip, a.port()))
+        };
+        let tcp_on = |service| port_of(service).map(bind_tcp).transpose();
+        let udp_on = |service| port_of(service).map(bind_udp).transpose();
+        Ok(Listeners {
+            tcp: tcp_on("tcp")?,
+            udp: udp_on("udp")?,
+            tls: tcp_on("tls")?,
+            quic: udp_on("quic")?,
+            sctp: udp_on("sctp")?,
+        })
+    }
+}
+
 /// Binds a TCP listener with a clear error when the port is taken.
 pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let listener = std::net::TcpListener::bind(addr).map_err(|e| bind_error(e, "TCP", addr))?;
@@ -507,7 +554,7 @@ fn bind_error(e: std::io::Error, proto: &str, addr: SocketAddr) -> anyhow::Error
 ///
 /// Must be called inside a tokio runtime.
 pub async fn run(
-    listeners: Listeners,
+    listeners: impl Into<ListenerSet>,
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ServerSummary> {
@@ -517,15 +564,17 @@ pub async fn run(
 /// [`run`], counting into `stats`, which the caller can watch while the
 /// server runs (tests wait on these counters instead of sleeping).
 pub async fn run_observed(
-    listeners: Listeners,
+    listeners: impl Into<ListenerSet>,
     config: ServerConfig,
     shutdown: CancellationToken,
     stats: Arc<ServerStats>,
 ) -> anyhow::Result<ServerSummary> {
     let started = Instant::now();
-    let max_connections = config.max_connections.unwrap_or_else(|| {
-        limits::ProcessLimits::read().default_max_connections(listeners.tcp.is_some())
-    });
+    let ListenerSet(sets) = listeners.into();
+    let serves_plain_tcp = sets.iter().any(|l| l.tcp.is_some());
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(|| limits::ProcessLimits::read().default_max_connections(serves_plain_tcp));
     let limiter = Arc::new(limits::ConnectionLimiter::new(
         max_connections,
         config.max_per_address,
@@ -537,64 +586,10 @@ pub async fn run_observed(
         limiter,
     });
     let mut services = JoinSet::new();
-    if let Some(l) = listeners.tcp {
-        let listener =
-            tokio::net::TcpListener::from_std(l).context("registering the TCP listener")?;
-        // Plain TCP: a thread per connection, see server::blocking.
-        services.spawn(blocking::accept_loop(listener, ctx.clone()));
-    }
-    if let Some(socket) = listeners.udp {
-        // A thread of its own with a blocking socket: see udp::serve_blocking.
-        // A plain thread, not tokio's blocking pool (whose threads a runtime
-        // waits for when dropped); it ends on shutdown, or when this task
-        // (its `finished` receiver) is dropped with the runtime.
-        let ctx = ctx.clone();
-        let (done, finished) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name("udp echo".into())
-            .spawn(move || {
-                let result = udp::serve_blocking(socket, ctx, &|| done.is_closed());
-                let _ = done.send(result);
-            })
-            .context("starting the UDP server thread")?;
-        services.spawn(async move {
-            finished
-                .await
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the UDP server thread failed")))
-        });
-    }
-    if let Some(s) = listeners.sctp {
-        let socket = tokio::net::UdpSocket::from_std(s).context("registering the SCTP socket")?;
-        services.spawn(sctp::serve(socket, ctx.clone()));
-    }
-    if listeners.tls.is_some() || listeners.quic.is_some() {
-        let Some(identity) = ctx.config.identity.clone() else {
+    for listeners in sets {
+        if let Err(e) = spawn_services(listeners, &ctx, &mut services) {
             ctx.shutdown.cancel();
-            anyhow::bail!(
-                "TLS and QUIC need a certificate: set ServerConfig::identity (e.g. ServerConfig::quiet_default())"
-            );
-        };
-        if let Some(l) = listeners.tls {
-            let mut config =
-                crate::transport::tls::server_config(&identity, ctx.config.tls_version, false)?;
-            if !ctx.config.key_log {
-                config.key_log = Arc::new(rustls::NoKeyLog);
-            }
-            let listener =
-                tokio::net::TcpListener::from_std(l).context("registering the TLS listener")?;
-            let setup = tls::TlsSetup {
-                config: Arc::new(config),
-                ctx: ctx.clone(),
-            };
-            services.spawn(accept_loop(listener, ctx.clone(), setup));
-        }
-        if let Some(s) = listeners.quic {
-            let config = crate::transport::quic::server_config(
-                &identity,
-                ctx.config.idle_timeout,
-                ctx.config.key_log,
-            )?;
-            services.spawn(quic::serve(s, config, ctx.clone()));
+            return Err(e);
         }
     }
     while let Some(done) = services.join_next().await {
@@ -632,6 +627,74 @@ pub async fn run_observed(
         sctp_cookies_refused: s.sctp_cookies_refused.load(Relaxed),
         sctp_packets_dropped: s.sctp_packets_dropped.load(Relaxed),
     })
+}
+
+/// Starts one task per service of `listeners` into `services`.
+fn spawn_services(
+    listeners: Listeners,
+    ctx: &Arc<ServerContext>,
+    services: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    if let Some(l) = listeners.tcp {
+        let listener =
+            tokio::net::TcpListener::from_std(l).context("registering the TCP listener")?;
+        // Plain TCP: a thread per connection, see server::blocking.
+        services.spawn(blocking::accept_loop(listener, ctx.clone()));
+    }
+    if let Some(socket) = listeners.udp {
+        // A thread of its own with a blocking socket: see udp::serve_blocking.
+        // A plain thread, not tokio's blocking pool (whose threads a runtime
+        // waits for when dropped); it ends on shutdown, or when this task
+        // (its `finished` receiver) is dropped with the runtime.
+        let ctx = ctx.clone();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("udp echo".into())
+            .spawn(move || {
+                let result = udp::serve_blocking(socket, ctx, &|| done.is_closed());
+                let _ = done.send(result);
+            })
+            .context("starting the UDP server thread")?;
+        services.spawn(async move {
+            finished
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the UDP server thread failed")))
+        });
+    }
+    if let Some(s) = listeners.sctp {
+        let socket = tokio::net::UdpSocket::from_std(s).context("registering the SCTP socket")?;
+        services.spawn(sctp::serve(socket, ctx.clone()));
+    }
+    if listeners.tls.is_some() || listeners.quic.is_some() {
+        let Some(identity) = ctx.config.identity.clone() else {
+            anyhow::bail!(
+                "TLS and QUIC need a certificate: set ServerConfig::identity (e.g. ServerConfig::quiet_default())"
+            );
+        };
+        if let Some(l) = listeners.tls {
+            let mut config =
+                crate::transport::tls::server_config(&identity, ctx.config.tls_version, false)?;
+            if !ctx.config.key_log {
+                config.key_log = Arc::new(rustls::NoKeyLog);
+            }
+            let listener =
+                tokio::net::TcpListener::from_std(l).context("registering the TLS listener")?;
+            let setup = tls::TlsSetup {
+                config: Arc::new(config),
+                ctx: ctx.clone(),
+            };
+            services.spawn(accept_loop(listener, ctx.clone(), setup));
+        }
+        if let Some(s) = listeners.quic {
+            let config = crate::transport::quic::server_config(
+                &identity,
+                ctx.config.idle_timeout,
+                ctx.config.key_log,
+            )?;
+            services.spawn(quic::serve(s, config, ctx.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// How an accepted TCP connection becomes a byte stream to echo on: as is

@@ -9,6 +9,18 @@ use std::time::Duration;
 
 pub const PROTO: &str = env!("CARGO_BIN_EXE_proto");
 
+/// `proto serve` arguments for every service, each on a free port.
+#[allow(dead_code)] // not every test binary serves them all
+pub const ALL_ON_FREE_PORTS: [&str; 7] = [
+    "all",
+    "--port",
+    "0",
+    "--secure-port",
+    "0",
+    "--sctp-port",
+    "0",
+];
+
 /// A `proto serve …` child process, killed when dropped.
 pub struct Server {
     pub child: Child,
