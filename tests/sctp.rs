@@ -585,7 +585,7 @@ async fn usrsctp_client_talks_to_proto_server() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"hello from usrsctp\n").await.unwrap();
     server
@@ -593,31 +593,33 @@ async fn usrsctp_client_talks_to_proto_server() {
             c.cookies_accepted == 1
         })
         .await;
-    let stats = server.stats.clone();
-    common_wait(|| stats.messages.load(std::sync::atomic::Ordering::Relaxed) >= 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait for the uppercased reply on the client's stdout, then end it.
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    tokio::time::timeout(LIMIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains("HELLO FROM USRSCTP") {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no reply within {LIMIT:?}; usrsctp printed: {printed}"));
+    assert!(
+        printed.contains("HELLO FROM USRSCTP"),
+        "usrsctp printed: {printed}"
+    );
     drop(stdin); // EOF: the client shuts the association down and exits
-    let out = tokio::time::timeout(LIMIT, child.wait_with_output())
+    tokio::time::timeout(LIMIT, child.wait())
         .await
         .expect("usrsctp client exits")
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("HELLO FROM USRSCTP"),
-        "usrsctp printed: {stdout}"
-    );
     server
         .wait_for("the association closed", |c| c.associations_now == 0)
         .await;
     server.stop().await;
-}
-
-async fn common_wait(condition: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < LIMIT, "timed out");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
