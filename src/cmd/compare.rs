@@ -74,6 +74,26 @@ pub struct CompareArgs {
     /// With --ladder: write one SVG ladder per variant into DIR instead of printing them.
     #[arg(long, value_name = "DIR", requires = "ladder")]
     pub ladder_svg: Option<std::path::PathBuf>,
+    /// Measure every variant at several RTTs or loss rates, a fresh link per
+    /// point: `rtt=10ms..400ms` (5 evenly spaced points; `rtt=10ms..400ms:8`
+    /// for 8), `rtt=20ms,60ms,329ms`, or `loss=0%..10%` (at the --rtt given,
+    /// 100 ms by default; use --runs 20 or more to see the spread). An RTT
+    /// sweep fits time-to-first-reply = intercept + slope × RTT per variant:
+    /// slope − 1 is the handshake's round trips, the intercept its CPU and
+    /// crypto time. A loss sweep shows the median and p90 and names the
+    /// timer behind each jump (TCP's initial RTO, QUIC's PTO). Ctrl-C stops
+    /// it and prints what was measured.
+    #[arg(long, value_name = "rtt=…|loss=…", value_parser = parse_sweep,
+          conflicts_with_all = ["to", "loopback", "ladder"])]
+    pub sweep: Option<crate::measure::sweep::SweepSpec>,
+    /// With --sweep: draw the figure (time to first reply against RTT or
+    /// loss, theory dashed) into FILE as SVG.
+    #[arg(long, value_name = "FILE", requires = "sweep")]
+    pub svg: Option<std::path::PathBuf>,
+}
+
+fn parse_sweep(s: &str) -> Result<crate::measure::sweep::SweepSpec, String> {
+    crate::measure::sweep::SweepSpec::parse(s).map_err(|e| e.to_string())
 }
 
 pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
@@ -83,6 +103,9 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
             "proto compare: link options (--rtt, --link, --loss, …) shape proto's emulated link, \
              which --to and --loopback do not use; drop one or the other"
         );
+    }
+    if let Some(spec) = &args.sweep {
+        return super::sweep::run(&args, spec).await;
     }
     let report = if let Some(host) = &args.to {
         let endpoints = remote_endpoints(host, &args).await?;

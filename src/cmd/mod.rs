@@ -50,6 +50,7 @@ pub mod lab;
 pub mod link_args;
 pub mod load;
 pub mod serve;
+pub mod sweep;
 pub mod trace;
 pub mod transfer;
 pub mod values;

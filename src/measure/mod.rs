@@ -27,6 +27,7 @@ pub mod hol;
 pub mod load;
 pub mod overhead;
 pub mod phases;
+pub mod sweep;
 pub mod trace;
 pub mod transfer;
 pub mod transfer_quic;

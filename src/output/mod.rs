@@ -24,4 +24,5 @@ pub mod latency;
 pub mod link;
 pub mod plot;
 pub mod progress;
+pub mod sweep;
 pub mod transfer;

@@ -31,6 +31,23 @@ impl Counter {
         Counter { bar }
     }
 
+    /// Like [`Counter::new`], with the estimated time left (for sweeps
+    /// that run for minutes).
+    pub fn with_eta(len: u64, unit: &str) -> Counter {
+        let counter = Counter::new(len, unit);
+        if std::io::stderr().is_terminal() {
+            let template = format!(
+                "{{spinner}} {{msg:<28}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{eta}} left"
+            );
+            counter.bar.set_style(
+                ProgressStyle::with_template(&template)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+        }
+        counter
+    }
+
     pub fn set_message(&self, message: impl Into<String>) {
         self.bar.set_message(message.into());
     }
