@@ -287,7 +287,7 @@ pub fn from_capture(
                 how: "16 bytes on every 1-RTT packet".into(),
             },
             Layer {
-                name: "QUIC packet numbers, frame headers, ACKs, data sent again".into(),
+                name: "QUIC packet numbers, frames, ACKs, resent data".into(),
                 per_packet: None,
                 per_1000: per(rest),
                 how: "UDP payload − data − the rows above (encrypted: not split further)".into(),
@@ -562,7 +562,7 @@ mod tests {
                 ),
                 ("QUIC AEAD tag", per(100 * 16)),
                 (
-                    "QUIC packet numbers, frame headers, ACKs, data sent again",
+                    "QUIC packet numbers, frames, ACKs, resent data",
                     per(100 * (1472 - 9 - 16 - 1400))
                 ),
                 ("QUIC handshake packets (long header)", per(1200)),

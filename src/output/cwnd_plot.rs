@@ -261,7 +261,7 @@ fn overhead_bar(svg: &mut String, o: &Overhead, top: f64) {
         );
         x += w;
         // Legend: two per row under the bar.
-        let lx = LEFT + (i % 2) as f64 * 380.0;
+        let lx = LEFT + (i % 2) as f64 * 400.0;
         let ly = bar_top + bar_h + 20.0 + (i / 2) as f64 * 18.0;
         let _ = writeln!(
             svg,
