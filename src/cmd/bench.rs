@@ -237,7 +237,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let cpus = Cpus::choose(args.placement.unwrap_or(Placement::OneCpu), &allowed_cpus())?;
     let (rows, addresses, placement) = if over_lab {
-        let servers = LabServers::start(link).await?;
+        let servers = LabServers::start(link.clone()).await?;
         let addresses = servers.addresses.clone();
         let (args2, protocols2, addresses2) = (args.clone(), protocols.clone(), addresses.clone());
         let result = servers
@@ -246,6 +246,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let (_, counters) = servers.stop().await?;
         // On stderr even with --json: stdout stays one clean JSON document.
         eprintln!("{}", crate::output::link::counters_table(&counters));
+        let fidelity = crate::lab::fidelity::assess_lab(&link, &counters);
+        eprintln!("{}", crate::output::link::fidelity_verdict(&fidelity));
         let placement = "Placement: across the emulated link, not pinned.".to_string();
         (result??, addresses, placement)
     } else {

@@ -95,6 +95,9 @@ pub async fn run(args: HolArgs) -> anyhow::Result<ExitCode> {
             })
             .await;
         let (_, counters) = servers.stop().await?;
+        if let Some(warning) = crate::output::link::fidelity_warning(&lab_config, &counters) {
+            eprintln!("proto hol ({transport}): {warning}");
+        }
         let replies = replies??;
         let lost = counters.client_to_server.dropped_loss + counters.server_to_client.dropped_loss;
         results.push(hol::summarize(transport, &replies, lost));

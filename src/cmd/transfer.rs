@@ -157,6 +157,9 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
         let host_buffers = lab.host_buffers().clone();
         let mut run = run;
         run.link = lab.shutdown();
+        if let Some(warning) = crate::output::link::fidelity_warning(&lab_config, &run.link) {
+            eprintln!("proto transfer: {warning}");
+        }
         let (bdp_bytes, _, rtt) = buffers::bdp(&lab_config);
         let facts = LinkFacts {
             rate_bps: lab_config.client_to_server.rate_bps,

@@ -2,7 +2,7 @@
 
 use crate::lab::fidelity::{DirectionFidelity, LinkFidelity};
 use crate::lab::model::{LinkConfig, LossModel};
-use crate::lab::LinkCounters;
+use crate::lab::{LabConfig, LinkCounters};
 use crate::units::{format_bit_rate, format_duration_exact};
 
 /// One line describing a direction, e.g. "delay 50ms, loss 2%, rate 10 Mbit/s".
@@ -162,6 +162,13 @@ pub fn fidelity_report(f: &LinkFidelity) -> String {
     out
 }
 
+/// The verdict of [`fidelity_verdict`] when the link was *not* faithful
+/// (for commands that report it only then).
+pub fn fidelity_warning(config: &LabConfig, counters: &LinkCounters) -> Option<String> {
+    let fidelity = crate::lab::fidelity::assess_lab(config, counters);
+    (!fidelity.faithful).then(|| fidelity_verdict(&fidelity))
+}
+
 /// One sentence: was the link what was asked for, and if not, why.
 pub fn fidelity_verdict(f: &LinkFidelity) -> String {
     if f.faithful {
@@ -192,7 +199,7 @@ pub fn fidelity_verdict(f: &LinkFidelity) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::LinkCounters;
+    use crate::lab::{LabConfig, LinkCounters};
 
     #[test]
     fn counters_table_lists_both_directions() {
