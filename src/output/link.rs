@@ -199,7 +199,7 @@ pub fn fidelity_verdict(f: &LinkFidelity) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::{LabConfig, LinkCounters};
+    use crate::lab::LinkCounters;
 
     #[test]
     fn counters_table_lists_both_directions() {
