@@ -193,8 +193,8 @@ fn loss_sweep_shows_tcps_initial_rto_at_a_lost_syn() {
         "{row}"
     );
     assert!(row["p90_jump_ms"].as_f64().unwrap() >= 900.0, "{row}");
-    assert_eq!(report["timers"][0][1]["name"], "TCP's initial RTO");
-    assert_eq!(report["timers"][0][1]["initial"], 1000.0);
+    assert_eq!(report["timers"][0]["timer"]["name"], "TCP's initial RTO");
+    assert_eq!(report["timers"][0]["timer"]["initial"], 1000.0);
 }
 
 #[test]

@@ -81,8 +81,9 @@ pub struct CompareArgs {
     /// sweep fits time-to-first-reply = intercept + slope × RTT per variant:
     /// slope − 1 is the handshake's round trips, the intercept its CPU and
     /// crypto time. A loss sweep shows the median and p90 and names the
-    /// timer behind each jump (TCP's initial RTO, QUIC's PTO). Ctrl-C stops
-    /// it and prints what was measured.
+    /// timer behind each jump (TCP's initial RTO, QUIC's PTO); UDP never
+    /// resends, so its lost runs each wait the whole --timeout (lower it, e.g.
+    /// --timeout 2s). Ctrl-C stops it and prints what was measured.
     #[arg(long, value_name = "rtt=…|loss=…", value_parser = parse_sweep,
           conflicts_with_all = ["to", "loopback", "ladder"])]
     pub sweep: Option<crate::measure::sweep::SweepSpec>,

@@ -253,6 +253,13 @@ pub fn handshake_timer(variant: Variant) -> Timer {
     }
 }
 
+/// A variant and the timer behind its jumps under loss.
+#[derive(Clone, Debug, Serialize)]
+pub struct VariantTimer {
+    pub protocol: Variant,
+    pub timer: Timer,
+}
+
 /// Everything a sweep measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepReport {
@@ -266,7 +273,7 @@ pub struct SweepReport {
     /// Loss sweep: one row per variant and point.
     pub loss_rows: Vec<LossRow>,
     /// Loss sweep: the timer behind each variant's jumps.
-    pub timers: Vec<(Variant, Timer)>,
+    pub timers: Vec<VariantTimer>,
     /// Ctrl-C ended the sweep early; `points` holds what was measured.
     pub interrupted: bool,
     /// True when every point's link was faithful.
@@ -427,7 +434,10 @@ pub fn summarise(plan: &SweepPlan, points: Vec<SweepPoint>, interrupted: bool) -
             }
             Axis::Loss => {
                 let timer = handshake_timer(variant);
-                timers.push((variant, timer));
+                timers.push(VariantTimer {
+                    protocol: variant,
+                    timer,
+                });
                 let mut baseline_p90 = None;
                 for (point, v) in results() {
                     let replies: Vec<f64> = v.samples.iter().map(|s| ms(s.first_reply)).collect();
@@ -672,6 +682,6 @@ mod tests {
         assert_eq!(row.first_reply_p50_ms, Some(80.0));
         assert_eq!(row.first_reply_p90_ms, Some(1080.0));
         assert_eq!(row.p90_jump_ms, Some(1000.0));
-        assert_eq!(r.timers[0].1.name, "TCP's initial RTO");
+        assert_eq!(r.timers[0].timer.name, "TCP's initial RTO");
     }
 }

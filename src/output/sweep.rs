@@ -169,7 +169,11 @@ pub fn render_explanation(report: &SweepReport) -> String {
                  connections whose first reply came at least half a timer later than their round trips \
                  explain.\n",
             );
-            for (variant, timer) in &report.timers {
+            for crate::measure::sweep::VariantTimer {
+                protocol: variant,
+                timer,
+            } in &report.timers
+            {
                 let jumps = report
                     .loss_rows
                     .iter()
@@ -187,8 +191,13 @@ pub fn render_explanation(report: &SweepReport) -> String {
                     .sum();
                 let measured = match jumps {
                     Some((loss, j)) if j > 100.0 => format!(
-                        "p90 up {j:.0} ms at {}% loss, {stalled} connections waited",
-                        trim(loss * 100.0)
+                        "p90 up {j:.0} ms at {}% loss, {stalled} {} waited",
+                        trim(loss * 100.0),
+                        if stalled == 1 {
+                            "connection"
+                        } else {
+                            "connections"
+                        }
                     ),
                     _ => "no jump".into(),
                 };
@@ -464,8 +473,8 @@ pub fn render_svg(report: &SweepReport) -> String {
                         pts.join(" ")
                     );
                 }
-                if let Some((_, timer)) = report.timers.iter().find(|(v, _)| *v == variant) {
-                    label = format!("{} ({})", variant.id(), timer.name);
+                if let Some(t) = report.timers.iter().find(|t| t.protocol == variant) {
+                    label = format!("{} ({})", variant.id(), t.timer.name);
                 }
             }
         }
@@ -574,7 +583,7 @@ mod tests {
         let r = report("loss=0%,10%", &[(20.0, 0.0, 40.0), (20.0, 0.1, 1040.0)]);
         let text = render_explanation(&r);
         assert!(
-            text.contains("p90 up 1000 ms at 10% loss, 1 connections waited"),
+            text.contains("p90 up 1000 ms at 10% loss, 1 connection waited"),
             "{text}"
         );
         assert!(text.contains("TCP's initial RTO, 1000 ms"), "{text}");
