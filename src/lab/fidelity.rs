@@ -185,6 +185,12 @@ pub struct DirectionFidelity {
     pub rate_bps: Option<f64>,
     pub duplicated: u64,
     pub reordered: u64,
+    /// Share of packets asked to be, and actually, duplicated / delivered
+    /// after a later one.
+    pub configured_duplicate: f64,
+    pub duplicate: Option<f64>,
+    pub configured_reorder: f64,
+    pub reorder: Option<f64>,
     /// Packets lost outside the model: the TUN device dropped them before
     /// the forwarder read them, or the far device refused them.
     pub forwarder_dropped: u64,
@@ -239,6 +245,7 @@ pub fn assess(config: &LinkConfig, c: &DirectionCounters) -> DirectionFidelity {
             c.write_errors
         ));
     }
+    let share = |n: u64| (c.packets > 0).then(|| n as f64 / c.packets as f64);
     let rate_bps = (t.back_to_back_ns > 0)
         .then(|| t.back_to_back_bytes as f64 * 8.0 / (t.back_to_back_ns as f64 / 1e9));
     DirectionFidelity {
@@ -253,13 +260,17 @@ pub fn assess(config: &LinkConfig, c: &DirectionCounters) -> DirectionFidelity {
         late_packets: t.late_packets,
         timed_packets: t.timed_packets,
         configured_loss,
-        loss: (c.packets > 0).then(|| c.dropped_loss as f64 / c.packets as f64),
+        loss: share(c.dropped_loss),
         configured_loss_burst,
         loss_burst: (c.loss_bursts > 0).then(|| c.dropped_loss as f64 / c.loss_bursts as f64),
         configured_rate_bps: config.rate_bps,
         rate_bps,
         duplicated: c.duplicated,
         reordered: c.reordered,
+        configured_duplicate: config.duplicate,
+        duplicate: share(c.duplicated),
+        configured_reorder: config.reorder,
+        reorder: share(c.reordered),
         forwarder_dropped,
         faithful: problems.is_empty(),
         problems,

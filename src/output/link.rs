@@ -134,10 +134,31 @@ pub fn fidelity_report(f: &LinkFidelity) -> String {
     if u.configured_rate_bps.is_some() || d.configured_rate_bps.is_some() {
         row("rate asked / realised", &|x| {
             let asked = x.configured_rate_bps.map_or("–".into(), format_bit_rate);
+            let unmeasured = if x.configured_jitter_ms > 0.0 {
+                "n/a (jitter)"
+            } else {
+                "–"
+            };
             let got = x
                 .rate_bps
-                .map_or("–".into(), |r| format_bit_rate(r.round() as u64));
+                .map_or(unmeasured.into(), |r| format_bit_rate(r.round() as u64));
             format!("{asked} / {got}")
+        });
+    }
+    let pct = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{:.2}%", v * 100.0));
+    let asks = |f: fn(&DirectionFidelity) -> f64| f(u) > 0.0 || f(d) > 0.0;
+    if asks(|x| x.configured_duplicate) {
+        row("duplicate asked / realised", &|x| {
+            format!(
+                "{} / {}",
+                pct(Some(x.configured_duplicate)),
+                pct(x.duplicate)
+            )
+        });
+    }
+    if asks(|x| x.configured_reorder) {
+        row("reorder asked / realised", &|x| {
+            format!("{} / {}", pct(Some(x.configured_reorder)), pct(x.reorder))
         });
     }
     row("duplicated / reordered", &|x| {
@@ -151,11 +172,11 @@ pub fn fidelity_report(f: &LinkFidelity) -> String {
         x.forwarder_dropped.to_string()
     });
     let mut out = format!(
-        "{:<30} {:>22} {:>22}\n",
+        "{:<30} {:>24} {:>24}\n",
         "link fidelity", "client→server", "server→client"
     );
     for (name, up, down) in rows {
-        out.push_str(&format!("{name:<30} {up:>22} {down:>22}\n"));
+        out.push_str(&format!("{name:<30} {up:>24} {down:>24}\n"));
     }
     out.push_str(&fidelity_verdict(f));
     out.push('\n');
