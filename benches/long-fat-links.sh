@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Does the lab's forwarder keep up with a long fat link (issue 17)? One bulk
-# TCP transfer (CUBIC, Linux's usual default; CC=bbr to compare) across the lab at
+# TCP transfer (CUBIC, Linux's usual default; TCP_CC=bbr to compare) across the lab at
 # 1 Gbit/s for each RTT, with the hosts' buffers sized to the link and a
 # one-BDP drop-tail queue; prints the goodput over the whole transfer and
 # after slow start, and what else limited it (losses before the link because
@@ -18,15 +18,15 @@ set -euo pipefail
 RTTS=${1:-10ms 100ms 300ms}
 SECONDS_EACH=${2:-20}
 MTU=${MTU:-1500}
-CC=${CC:-cubic}
+TCP_CC=${TCP_CC:-cubic}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 (cd "$HERE" && cargo build --release --quiet)
 PROTO=${CARGO_TARGET_DIR:-$HERE/target}/release/proto
 
-echo "MTU $MTU, congestion control $CC; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "MTU $MTU, congestion control $TCP_CC; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s %-9s %-15s %-19s %-10s %-11s %s\n' RTT rate goodput "after slow start" retrans "host drops" "window-limited"
 for rtt in $RTTS; do
-  "$PROTO" transfer tcp --rtt "$rtt" --rate 1gbit --mtu "$MTU" --cc "$CC" --queue-bdp 1 --duration "${SECONDS_EACH}s" \
+  "$PROTO" transfer tcp --rtt "$rtt" --rate 1gbit --mtu "$MTU" --cc "$TCP_CC" --queue-bdp 1 --duration "${SECONDS_EACH}s" \
     --sample-every 10ms --json 2>/dev/null |
     python3 -c '
 import json, sys
