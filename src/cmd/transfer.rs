@@ -50,9 +50,11 @@ pub struct TransferArgs {
     pub duration: Option<Duration>,
     /// Congestion control: for TCP and TLS whatever the kernel offers
     /// (/proc/sys/net/ipv4/tcp_available_congestion_control: reno, cubic, bbr…);
-    /// for QUIC quinn's newreno, cubic (default) or bbr.
-    #[arg(long, value_name = "NAME")]
-    pub cc: Option<String>,
+    /// for QUIC quinn's newreno, cubic or bbr. Default: cubic (Linux's and
+    /// quinn's usual default), set explicitly so that a run does not depend
+    /// on this machine's net.ipv4.tcp_congestion_control.
+    #[arg(long, value_name = "NAME", default_value = "cubic")]
+    pub cc: String,
     /// The receiver reads only this fast (bit/s, e.g. 2mbit): its buffer
     /// fills, its advertised window shrinks to zero and the sender stalls.
     #[arg(long, value_parser = parse_bit_rate, value_name = "BIT/S")]
@@ -128,7 +130,7 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<ExitCode> {
             TransferProtocol::Tls => Protocol::Tls,
             TransferProtocol::Quic => Protocol::Quic,
         },
-        cc: args.cc.clone(),
+        cc: Some(args.cc.clone()),
         amount,
         slow_reader: args.slow_reader.map(|bits| (bits / 8).max(1)),
         sample_every: args.sample_every,

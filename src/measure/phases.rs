@@ -8,6 +8,10 @@ use super::transfer::{Sample, TransferRun};
 use crate::lab::buffers::HostBufferReport;
 use serde::Serialize;
 
+/// Steady goodput at or above this share of the link's rate means the link,
+/// not a window, set the pace.
+const LINK_LIMITED_SHARE: f64 = 0.9;
+
 /// The link the transfer crossed, as configured.
 #[derive(Clone, Debug, Serialize)]
 pub struct LinkFacts {
@@ -353,7 +357,10 @@ pub fn analyze(
         window_rate_bps: largest_peer_window
             .filter(|_| rtt_ms > 0.0)
             .map(|w| (w as f64 * 8.0 / (rtt_ms / 1e3)) as u64),
-        limited: rwnd_share > 0.2 || sndbuf_share > 0.2 || window_bound_share > 0.2,
+        limited: window_limited(
+            [rwnd_share, sndbuf_share, window_bound_share],
+            steady_goodput_bps.and_then(share),
+        ),
     };
     let mut report = TransferReport {
         goodput_bps,
@@ -380,6 +387,18 @@ pub fn analyze(
 
 /// The geometric mean: the constant factor per step that gives the same
 /// overall growth.
+/// Whether a window (the receiver's, the send buffer's, or cwnd with the
+/// link idle) limited the transfer: one of them for more than a fifth of
+/// the time — and only where the link had room to spare. A sender that
+/// fills the link (≥ 90 % of its rate once slow start is over) is
+/// link-limited, whatever its in-flight data looked like: BBR paces at the
+/// bottleneck's rate with cwnd at 2 BDP, so it keeps well under its cwnd
+/// in flight and the queue empty on purpose.
+fn window_limited(shares: [f64; 3], steady_share_of_link: Option<f64>) -> bool {
+    shares.iter().any(|s| *s > 0.2)
+        && !steady_share_of_link.is_some_and(|s| s >= LINK_LIMITED_SHARE)
+}
+
 fn geometric_mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty() && v.iter().all(|&x| x > 0.0))
         .then(|| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp())
@@ -558,6 +577,17 @@ mod tests {
         assert_eq!(e.ratio, Some(0.5));
         assert_eq!(e.recovery_ms, Some(120.0));
         assert_eq!(e.kind, "fast retransmit");
+    }
+
+    #[test]
+    fn a_window_limits_only_a_link_with_room_to_spare() {
+        // The kernel's buffers cap the window: half the link, limited.
+        assert!(window_limited([0.0, 0.0, 0.6], Some(0.3)));
+        // BBR at 95 % of the link with little in flight: the link's pace.
+        assert!(!window_limited([0.0, 0.0, 0.6], Some(0.95)));
+        // No link rate to compare with: the counters decide.
+        assert!(window_limited([0.5, 0.0, 0.0], None));
+        assert!(!window_limited([0.1, 0.1, 0.1], Some(0.3)));
     }
 
     #[test]
