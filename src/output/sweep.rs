@@ -425,10 +425,14 @@ pub fn render_svg(report: &SweepReport) -> String {
                         x_of(x1),
                         y_of(f.intercept_ms + f.slope_rtts * x1)
                     );
+                    let measured = if f.handshake_rtts.abs() < 0.005 {
+                        0.0
+                    } else {
+                        f.handshake_rtts
+                    };
                     label = format!(
-                        "{} {:.2} RTT (theory {})",
+                        "{} {measured:.2} RTT (theory {})",
                         variant.id(),
-                        f.handshake_rtts,
                         f.theory_rtts
                     );
                 }
@@ -489,20 +493,28 @@ pub fn render_svg(report: &SweepReport) -> String {
         );
     }
     if report.axis == Axis::Rtt {
-        // Each theory line's round-trip count at its right end.
-        let mut slopes: Vec<f64> = variants.iter().map(|v| v.theory_rtts() + 1.0).collect();
-        slopes.sort_by(f64::total_cmp);
-        slopes.dedup();
-        for k in slopes {
-            let y = y_of(k * x_top);
-            if y > TOP + 8.0 {
-                let _ = writeln!(
-                    svg,
-                    r##"<text x="{:.1}" y="{:.1}" text-anchor="end" font-size="13" fill="#444">{k} RTT</text>"##,
-                    LEFT + plot_w - 4.0,
-                    y - 6.0
-                );
-            }
+        // At the end of each theory line, its round trips before data and
+        // the variants that theory puts on it: the lecture's slide.
+        let mut counts: Vec<f64> = variants.iter().map(|v| v.theory_rtts()).collect();
+        counts.sort_by(f64::total_cmp);
+        counts.dedup();
+        for count in counts {
+            let names: Vec<&str> = variants
+                .iter()
+                .filter(|v| v.theory_rtts() == count)
+                .map(|v| v.id())
+                .collect();
+            let slope = count + 1.0;
+            // Where the line leaves the plot: the right edge or the top.
+            let x_end = x_top.min(y_top * 0.97 / slope);
+            let _ = writeln!(
+                svg,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="end" font-size="13" fill="#333" stroke="white" stroke-width="4" paint-order="stroke">{} RTT before data: {}</text>"##,
+                x_of(x_end) - 4.0,
+                y_of(slope * x_end) - 7.0,
+                count,
+                escape(&names.join(", "))
+            );
         }
     }
     if report.axis == Axis::Loss {
@@ -568,7 +580,7 @@ mod tests {
         let svg = render_svg(&r);
         assert!(svg.contains("stroke-dasharray"), "theory dashed");
         assert!(svg.contains("tcp 1.00 RTT (theory 1)"), "{svg}");
-        assert!(svg.contains("2 RTT"), "the theory line's count");
+        assert!(svg.contains("1 RTT before data: tcp"), "{svg}");
         let csv = render_csv(&r);
         assert_eq!(csv.lines().count(), 3);
         assert!(csv
