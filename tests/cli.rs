@@ -239,3 +239,51 @@ fn a_certificate_directory_error_names_what_works_for_that_command() {
     );
     assert!(err.contains("set PROTO_CERT_DIR=DIR (any command"), "{err}");
 }
+
+/// `--link NAME` is accepted by every command that builds the lab, with
+/// each preset and its source listed in `--help`; an unknown name lists
+/// the known ones.
+#[test]
+fn every_lab_command_takes_every_link_preset() {
+    use clap::Parser;
+    for sub in [
+        &["lab"][..],
+        &["compare"],
+        &["hol"],
+        &["bench"],
+        &["transfer", "tcp"],
+        &["trace", "tcp"],
+    ] {
+        for preset in &proto::lab::presets::PRESETS {
+            let mut args = vec!["proto"];
+            args.extend_from_slice(sub);
+            args.extend(["--link", preset.name]);
+            let parsed = proto::cli::Cli::try_parse_from(&args);
+            assert!(
+                parsed.is_ok(),
+                "proto {sub:?} --link {}: {:?}",
+                preset.name,
+                parsed.err()
+            );
+        }
+    }
+    let (ok, help, _) = proto(&["compare", "--help"]);
+    assert!(ok);
+    for preset in &proto::lab::presets::PRESETS {
+        assert!(
+            help.contains(preset.name),
+            "compare --help lists {}",
+            preset.name
+        );
+    }
+    assert!(
+        help.contains("WebPageTest") && help.contains("RFC 2488"),
+        "sources in --help"
+    );
+    let (ok, _, err) = proto(&["lab", "--link", "moon", "--", "true"]);
+    assert!(!ok);
+    assert!(
+        err.contains("australia") && err.contains("satellite-geo"),
+        "{err}"
+    );
+}
