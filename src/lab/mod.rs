@@ -412,12 +412,15 @@ impl Lab {
         if let [mut up, mut down] = finals[..] {
             // Packets the kernel dropped at a TUN device before the
             // forwarder read them: the up direction reads the client's.
-            up.timing.tun_dropped = run_in(&self.client_ns, || {
-                fidelity::tun_tx_dropped(CLIENT_IF).unwrap_or(0)
-            });
-            down.timing.tun_dropped = run_in(&self.server_ns, || {
-                fidelity::tun_tx_dropped(SERVER_IF).unwrap_or(0)
-            });
+            // (Best effort, also from `drop`: never panic here.)
+            let dropped = |ns: &NetNs, name: &'static str| {
+                ns.run(move || fidelity::tun_tx_dropped(name))
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            };
+            up.timing.tun_dropped = dropped(&self.client_ns, CLIENT_IF);
+            down.timing.tun_dropped = dropped(&self.server_ns, SERVER_IF);
             self.final_counters = Some(LinkCounters {
                 client_to_server: up,
                 server_to_client: down,
