@@ -72,8 +72,8 @@ pub fn render_table(report: &SweepReport) -> String {
                 table.add_row(vec![
                     Cell::new(f.protocol.id()),
                     right(format!("{}", f.theory_rtts)),
-                    right(format!("{:.2}", f.slope_rtts)),
-                    right(format!("{:.2}", f.handshake_rtts)),
+                    right(two_decimals(f.slope_rtts)),
+                    right(two_decimals(f.handshake_rtts)),
                     right(format!("{} ms", one_decimal(f.intercept_ms))),
                     right(format!("{:.4}", f.r_squared)),
                     right(f.connections.to_string()),
@@ -146,9 +146,9 @@ pub fn render_explanation(report: &SweepReport) -> String {
                 .filter(|f| !f.matches_theory)
                 .map(|f| {
                     format!(
-                        "{} ({:.2} vs {})",
+                        "{} ({} vs {})",
                         f.protocol.id(),
-                        f.handshake_rtts,
+                        two_decimals(f.handshake_rtts),
                         f.theory_rtts
                     )
                 })
@@ -425,16 +425,8 @@ pub fn render_svg(report: &SweepReport) -> String {
                         x_of(x1),
                         y_of(f.intercept_ms + f.slope_rtts * x1)
                     );
-                    let measured = if f.handshake_rtts.abs() < 0.005 {
-                        0.0
-                    } else {
-                        f.handshake_rtts
-                    };
-                    label = format!(
-                        "{} {measured:.2} RTT (theory {})",
-                        variant.id(),
-                        f.theory_rtts
-                    );
+                    let measured = two_decimals(f.handshake_rtts);
+                    label = format!("{} {measured} RTT (theory {})", variant.id(), f.theory_rtts);
                 }
             }
             Axis::Loss => {
@@ -529,9 +521,27 @@ pub fn render_svg(report: &SweepReport) -> String {
     svg
 }
 
+/// A fitted count to two decimals, without the "-0.00" that a fit of
+/// −0.001 RTT would print.
+fn two_decimals(x: f64) -> String {
+    let text = format!("{x:.2}");
+    if text == "-0.00" {
+        "0.00".into()
+    } else {
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fit_just_below_zero_prints_as_zero() {
+        assert_eq!(two_decimals(-0.001), "0.00");
+        assert_eq!(two_decimals(-0.02), "-0.02");
+        assert_eq!(two_decimals(2.997), "3.00");
+    }
     use crate::lab::fidelity::assess_lab;
     use crate::lab::LabConfig;
     use crate::measure::handshake::{Sample, VariantResult};
