@@ -358,15 +358,16 @@ fn the_binary_serves_quic_and_its_client_uses_0rtt() {
         .spawn()
         .unwrap();
     let mut addr = None;
-    for line in std::io::BufReader::new(server.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
         if let Some(rest) = line.strip_prefix("proto serve: quic listening on ") {
             addr = Some(rest.trim().to_string());
             break;
         }
     }
+    // Keep reading: the server prints more (its ::1 address, its summary),
+    // and a server whose stdout is closed ends quietly, as `| head` wants.
+    std::thread::spawn(move || lines.for_each(drop));
     let addr = addr.expect("a listening line");
     let output = Command::new(bin)
         .args([
