@@ -29,19 +29,7 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 }
 
 fn sweep_json(args: &[&str], certs: &std::path::Path) -> serde_json::Value {
-    let out = Command::new(PROTO)
-        .arg("compare")
-        .args(args)
-        .arg("--json")
-        .env("PROTO_CERT_DIR", certs)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "proto compare {args:?} failed: {stderr}"
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"))
+    support::proto_json("compare", args, certs)
 }
 
 /// Fits that miss theory, as "id: measured vs theory".

@@ -43,19 +43,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// Runs `proto trace ARGS --json` and returns the JSON.
 fn trace(certs: &Path, args: &[&str]) -> Value {
-    let out = Command::new(PROTO)
-        .arg("trace")
-        .args(args)
-        .arg("--json")
-        .env("PROTO_CERT_DIR", certs)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "proto trace {args:?} failed: {stderr}"
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"))
+    support::proto_json("trace", args, certs)
 }
 
 fn packets(v: &Value) -> &Vec<Value> {

@@ -222,3 +222,22 @@ pub fn lab_or_skip(test: &str) -> bool {
         }
     }
 }
+
+/// Runs `proto SUBCOMMAND ARGS --json` with its certificates in `certs`,
+/// asserts it succeeded, and returns its JSON.
+#[allow(dead_code)] // not every test binary reads JSON this way
+pub fn proto_json(subcommand: &str, args: &[&str], certs: &std::path::Path) -> serde_json::Value {
+    let out = Command::new(PROTO)
+        .arg(subcommand)
+        .args(args)
+        .arg("--json")
+        .env("PROTO_CERT_DIR", certs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "proto {subcommand} {args:?} failed: {stderr}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"))
+}
