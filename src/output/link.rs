@@ -197,6 +197,19 @@ pub fn fidelity_verdict(f: &LinkFidelity) -> String {
             .iter()
             .filter_map(|x| x.error_max_ms)
             .fold(0.0, f64::max);
+        let notes: Vec<String> = [
+            ("client→server", &f.client_to_server),
+            ("server→client", &f.server_to_client),
+        ]
+        .iter()
+        .flat_map(|(dir, x)| x.notes.iter().map(move |n| format!("{dir}: {n}")))
+        .collect();
+        if !notes.is_empty() {
+            return format!(
+                "The link was faithful within proto's tolerance, none lost outside the settings; {}.",
+                notes.join("; ")
+            );
+        }
         return format!(
             "The link was faithful: every packet left within {} ms of its time (worst {:.2} ms late), none lost outside the settings.",
             f.late_threshold_ms, worst
