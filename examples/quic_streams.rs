@@ -33,7 +33,10 @@ async fn main() -> anyhow::Result<()> {
         quic: Some(server::bind_udp("127.0.0.1:0".parse()?)?),
         ..Listeners::default()
     };
-    let port = listeners.addresses()[0].1.port();
+    let port = listeners
+        .addresses()
+        .get(proto::transport::Transport::Quic)?
+        .port();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(server::run(
         listeners,

@@ -34,7 +34,10 @@ async fn main() -> anyhow::Result<()> {
         tls: Some(server::bind_tcp("127.0.0.1:0".parse()?)?),
         ..Listeners::default()
     };
-    let port = listeners.addresses()[0].1.port();
+    let port = listeners
+        .addresses()
+        .get(proto::transport::Transport::Tls)?
+        .port();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(server::run(
         listeners,

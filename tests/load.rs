@@ -800,12 +800,7 @@ async fn udp_across_the_lab(
     let certs =
         CertDir::new(std::env::temp_dir().join(format!("proto-load-lab-{}", std::process::id())));
     let servers = LabServers::start_with_certs(lab, &certs).await.unwrap();
-    let udp = servers
-        .addresses
-        .iter()
-        .find(|(s, _)| *s == "udp")
-        .unwrap()
-        .1;
+    let udp = servers.addresses.get(Transport::Udp).unwrap();
     let config = LoadConfig {
         connections: 1,
         size: 64,

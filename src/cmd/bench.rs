@@ -27,11 +27,11 @@ use crate::measure::histogram::Unit;
 use crate::measure::load::{LoadConfig, LoadProgress, LoadReport, Stop};
 use crate::output::latency::LoadJson;
 use crate::output::progress::ProgressDisplay;
-use crate::server::{self, Listeners, ServerConfig};
+use crate::server::{self, Listeners, ServerConfig, ServiceAddresses};
 use crate::transport::{tls, Target, Transport};
 use crate::units::{parse_duration, parse_request_rate, parse_size};
 use anyhow::bail;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -307,18 +307,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn address_of(addresses: &[(&'static str, SocketAddr)], t: Transport) -> String {
-    addresses
-        .iter()
-        .find(|(name, _)| *name == t.name())
-        .map(|(_, a)| a.to_string())
-        .unwrap_or_default()
+fn address_of(addresses: &ServiceAddresses, t: Transport) -> String {
+    addresses.get(t).map(|a| a.to_string()).unwrap_or_default()
 }
 
 async fn bench_all(
     args: &BenchArgs,
     protocols: &[Transport],
-    addresses: &[(&'static str, SocketAddr)],
+    addresses: &ServiceAddresses,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     // proto's local CA signed the in-process servers' certificates.

@@ -4,7 +4,7 @@ use crate::cmd::link_args::LinkArgs;
 use crate::lab::servers::LabServers;
 use crate::lab::Lab;
 use crate::measure::hol::{self, HolConfig};
-use crate::transport::tls;
+use crate::transport::{tls, Transport};
 use anyhow::Context;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -71,15 +71,12 @@ pub async fn run(args: HolArgs) -> anyhow::Result<ExitCode> {
         }
         // A fresh link per transport, so its loss counters are its own.
         let servers = LabServers::start(lab_config.clone()).await?;
-        let addr_of = |name: &str| {
-            servers
-                .addresses
-                .iter()
-                .find(|(s, _)| *s == name)
-                .map(|(_, a)| *a)
-                .with_context(|| format!("no {name} server"))
-        };
-        let (tcp, quic, sctp) = (addr_of("tcp")?, addr_of("quic")?, addr_of("sctp")?);
+        let addr_of = |t| servers.addresses.get(t);
+        let (tcp, quic, sctp) = (
+            addr_of(Transport::Tcp)?,
+            addr_of(Transport::Quic)?,
+            addr_of(Transport::Sctp)?,
+        );
         let server_name = servers.lab().server_ip().to_string();
         let trust = tls::Trust::from_options(None, false)?;
         let replies = servers

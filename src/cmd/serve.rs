@@ -176,8 +176,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if std::env::var_os("SSLKEYLOGFILE").is_some() && identity.is_some() {
         outln!("proto serve: SSLKEYLOGFILE is set: TLS/QUIC session keys are logged there (for Wireshark)");
     }
-    for (service, addr) in listeners.addresses() {
-        outln!("proto serve: {service} listening on {addr}");
+    for (service, addr) in listeners.addresses().iter() {
+        outln!("proto serve: {} listening on {addr}", service.name());
     }
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -13,7 +13,6 @@ use super::{Lab, LabConfig, LinkCounters};
 use crate::server::{self, Listeners, ServerConfig, ServerSummary};
 use crate::transport::{certs::CertDir, tcp};
 use anyhow::Context;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub struct LabServers {
     lab: Arc<Lab>,
     /// `(service, address)` of every server, as clients dial them.
-    pub addresses: Vec<(&'static str, SocketAddr)>,
+    pub addresses: crate::server::ServiceAddresses,
     /// Why TCP Fast Open is unavailable, if it is.
     pub fast_open: Result<(), String>,
     shutdown: CancellationToken,

@@ -31,8 +31,7 @@
 //! ```
 
 use crate::client::StreamClient;
-use crate::transport::{quic, tls, Stream, Target};
-use anyhow::Context;
+use crate::transport::{quic, tls, Stream, Target, Transport};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -717,22 +716,15 @@ pub struct Endpoints {
 impl Endpoints {
     /// The addresses of bound listeners, as the clients will dial them.
     pub fn from_addresses(
-        addresses: &[(&'static str, std::net::SocketAddr)],
+        addresses: &crate::server::ServiceAddresses,
         server_name: &str,
     ) -> anyhow::Result<Endpoints> {
-        let get = |name: &str| {
-            addresses
-                .iter()
-                .find(|(s, _)| *s == name)
-                .map(|(_, a)| *a)
-                .with_context(|| format!("no {name} listener"))
-        };
         Ok(Endpoints {
-            tcp: get("tcp")?,
-            udp: get("udp")?,
-            tls: get("tls")?,
-            quic: get("quic")?,
-            sctp: get("sctp")?,
+            tcp: addresses.get(Transport::Tcp)?,
+            udp: addresses.get(Transport::Udp)?,
+            tls: addresses.get(Transport::Tls)?,
+            quic: addresses.get(Transport::Quic)?,
+            sctp: addresses.get(Transport::Sctp)?,
             server_name: server_name.to_string(),
             trust: tls::Trust::from_options(None, false)?,
         })

@@ -24,6 +24,7 @@ pub mod udp;
 
 use crate::transport::certs::{CertDir, ServerIdentity};
 use crate::transport::tls::TlsVersion;
+use crate::transport::Transport;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -388,29 +389,44 @@ impl Listeners {
         })
     }
 
-    /// `(service, address)` of every bound socket, for the "listening" lines.
-    pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
-        let mut out = Vec::new();
+    /// Where every bound socket listens, by the transport it serves.
+    pub fn addresses(&self) -> ServiceAddresses {
         let tcp_addr =
             |l: &Option<std::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
         let udp_addr =
             |s: &Option<std::net::UdpSocket>| s.as_ref().and_then(|s| s.local_addr().ok());
-        if let Some(a) = tcp_addr(&self.tcp) {
-            out.push(("tcp", a));
-        }
-        if let Some(a) = udp_addr(&self.udp) {
-            out.push(("udp", a));
-        }
-        if let Some(a) = tcp_addr(&self.tls) {
-            out.push(("tls", a));
-        }
-        if let Some(a) = udp_addr(&self.quic) {
-            out.push(("quic", a));
-        }
-        if let Some(a) = udp_addr(&self.sctp) {
-            out.push(("sctp", a));
-        }
-        out
+        let all = [
+            (Transport::Tcp, tcp_addr(&self.tcp)),
+            (Transport::Udp, udp_addr(&self.udp)),
+            (Transport::Tls, tcp_addr(&self.tls)),
+            (Transport::Quic, udp_addr(&self.quic)),
+            (Transport::Sctp, udp_addr(&self.sctp)),
+        ];
+        ServiceAddresses(
+            all.into_iter()
+                .filter_map(|(t, a)| a.map(|a| (t, a)))
+                .collect(),
+        )
+    }
+}
+
+/// Where each service listens, by the transport it serves (the "listening
+/// on" lines, and what clients dial).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceAddresses(pub Vec<(Transport, SocketAddr)>);
+
+impl ServiceAddresses {
+    /// The address of `transport`'s service, or an error naming it.
+    pub fn get(&self, transport: Transport) -> anyhow::Result<SocketAddr> {
+        self.0
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map(|(_, a)| *a)
+            .with_context(|| format!("no {} listener", transport.name()))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(Transport, SocketAddr)> {
+        self.0.iter()
     }
 }
 
@@ -433,9 +449,9 @@ impl ListenerSet {
         self.0.iter().any(|l| l.tls.is_some() || l.quic.is_some())
     }
 
-    /// `(service, address)` of every bound socket, set by set.
-    pub fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
-        self.0.iter().flat_map(Listeners::addresses).collect()
+    /// Where every bound socket listens, set by set.
+    pub fn addresses(&self) -> ServiceAddresses {
+        ServiceAddresses(self.0.iter().flat_map(|l| l.addresses().0).collect())
     }
 }
 
@@ -443,20 +459,16 @@ impl Listeners {
     /// The same services on `ip`, each on the port it has here (so `::1`
     /// mirrors `127.0.0.1` port for port, even for ports picked with 0).
     pub fn mirror_on(&self, ip: IpAddr) -> anyhow::Result<Listeners> {
-        let port_of = |service: &str| {
-            self.addresses()
-                .into_iter()
-                .find(|(name, _)| *name == service)
-                .map(|(_, a)| SocketAddr::new(ip, a.port()))
-        };
-        let tcp_on = |service| port_of(service).map(bind_tcp).transpose();
-        let udp_on = |service| port_of(service).map(bind_udp).transpose();
+        let here = self.addresses();
+        let port_of = |t| here.get(t).ok().map(|a| SocketAddr::new(ip, a.port()));
+        let tcp_on = |t| port_of(t).map(bind_tcp).transpose();
+        let udp_on = |t| port_of(t).map(bind_udp).transpose();
         Ok(Listeners {
-            tcp: tcp_on("tcp")?,
-            udp: udp_on("udp")?,
-            tls: tcp_on("tls")?,
-            quic: udp_on("quic")?,
-            sctp: udp_on("sctp")?,
+            tcp: tcp_on(Transport::Tcp)?,
+            udp: udp_on(Transport::Udp)?,
+            tls: tcp_on(Transport::Tls)?,
+            quic: udp_on(Transport::Quic)?,
+            sctp: udp_on(Transport::Sctp)?,
         })
     }
 }
