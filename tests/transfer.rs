@@ -218,8 +218,13 @@ fn steady_goodput_is_close_to_the_link_rate() {
         "1",
         "--cc",
         "reno",
+        // Slow start overshoots to twice the path's capacity, so Reno's
+        // first cut leaves it above capacity and a second loss follows
+        // within a second, its recovery a dip in the steady state. 8 s
+        // make that dip a small part of what is measured (at 5 s one run
+        // in a few measured 0.83).
         "--duration",
-        "5s",
+        "8s",
     ]);
     let steady = r["steady_share"].as_f64().unwrap_or(0.0);
     assert!(steady >= 0.85, "steady goodput {steady}: {}", brief(&r));

@@ -86,6 +86,26 @@ pub fn bdp(config: &LabConfig) -> (u64, u64, Duration) {
     (bytes, rate, rtt)
 }
 
+/// The TUN device's transmit queue, in packets: the host's own queue
+/// between the sending kernel and the forwarder, not part of the emulated
+/// link. TUN lets go of each packet's socket accounting on entry (it may
+/// hold a packet indefinitely), so TCP's own brake on queued bytes (TCP
+/// small queues) does not apply, and a sender bursting a window's worth at
+/// memory speed overflows the kernel's usual 1000 packets long before the
+/// forwarder falls behind on average: at 1 Gbit/s × 300 ms that dropped
+/// 65 000 packets in 15 s and halved the goodput (41 % → 75 % of the link,
+/// 93 % after slow start, with no host drops at 30 000 packets). Twice the
+/// BDP in packets holds any window the sized buffers allow; the forwarder
+/// reads as fast as it can, so a long queue here costs only memory, and only
+/// while the forwarder is behind.
+pub fn tun_queue_packets(config: &LabConfig) -> u32 {
+    const KERNEL_DEFAULT: u64 = 1000;
+    const MOST: u64 = 100_000;
+    let (bdp, _, _) = bdp(config);
+    let packets = 2 * bdp / u64::from(config.mtu.max(576));
+    packets.clamp(KERNEL_DEFAULT, MOST) as u32
+}
+
 /// The largest window the link can usefully hold: one BDP on the wire plus
 /// a full bottleneck queue, in bytes.
 fn path_capacity(config: &LabConfig) -> u64 {
@@ -378,6 +398,26 @@ mod tests {
             queue_packets: queue,
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn the_tun_queue_holds_twice_the_bdp_in_packets() {
+        let mut c = LabConfig::symmetric(crate::lab::LinkConfig {
+            delay: Duration::from_millis(150),
+            rate_bps: Some(1_000_000_000),
+            ..Default::default()
+        });
+        // 1 Gbit/s × 300 ms = 37.5 MB = 25 000 packets of 1500 bytes.
+        assert_eq!(tun_queue_packets(&c), 50_000);
+        c.mtu = 9000;
+        assert_eq!(tun_queue_packets(&c), 8_333);
+        // Short links keep the kernel's 1000.
+        let short = LabConfig::symmetric(crate::lab::LinkConfig {
+            delay: Duration::from_millis(1),
+            rate_bps: Some(10_000_000),
+            ..Default::default()
+        });
+        assert_eq!(tun_queue_packets(&short), 1000);
     }
 
     #[test]

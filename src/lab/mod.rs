@@ -217,8 +217,21 @@ impl Lab {
             NetNs::create().map_err(unavailable_or("creating the client network namespace"))?;
         let server_ns =
             NetNs::create().map_err(unavailable_or("creating the server network namespace"))?;
-        let client_tun = host_setup(&client_ns, CLIENT_IF, CLIENT_IP, SERVER_IP, config.mtu)?;
-        let server_tun = host_setup(&server_ns, SERVER_IF, SERVER_IP, CLIENT_IP, config.mtu)?;
+        let queue = buffers::tun_queue_packets(&config);
+        let client_tun = host_setup(
+            &client_ns,
+            CLIENT_IF,
+            (CLIENT_IP, SERVER_IP),
+            config.mtu,
+            queue,
+        )?;
+        let server_tun = host_setup(
+            &server_ns,
+            SERVER_IF,
+            (SERVER_IP, CLIENT_IP),
+            config.mtu,
+            queue,
+        )?;
         let host_buffers = buffers::apply(&config, &client_ns, &server_ns)
             .map_err(io_err("setting the hosts' socket-buffer limits"))?;
         let client_tun = Arc::new(client_tun.fd);
@@ -474,9 +487,9 @@ fn unavailable_or(context: &'static str) -> impl FnOnce(io::Error) -> LabError {
 fn host_setup(
     ns: &NetNs,
     name: &str,
-    local: Ipv4Addr,
-    peer: Ipv4Addr,
+    (local, peer): (Ipv4Addr, Ipv4Addr),
     mtu: u32,
+    tx_queue_packets: u32,
 ) -> Result<tun::Tun, LabError> {
     let name = name.to_string();
     ns.run(move || -> Result<tun::Tun, LabError> {
@@ -490,7 +503,7 @@ fn host_setup(
         let _ = tun::write_sysctl("net/ipv4/ping_group_range", "0 2147483647");
         tun::loopback_up().map_err(io_err("bringing up lo"))?;
         let dev = tun::create(&name).map_err(unavailable_or("creating a TUN device"))?;
-        tun::configure_point_to_point(&name, local, peer, mtu)
+        tun::configure_point_to_point(&name, local, peer, mtu, tx_queue_packets)
             .map_err(io_err(format!("configuring {name}")))?;
         Ok(dev)
     })

@@ -116,6 +116,7 @@ pub fn configure_point_to_point(
     local: Ipv4Addr,
     peer: Ipv4Addr,
     mtu: u32,
+    tx_queue_packets: u32,
 ) -> io::Result<()> {
     let sock = ioctl_socket()?;
     let mut req = ifreq_for(name)?;
@@ -135,8 +136,9 @@ pub fn configure_point_to_point(
     req.ifr_ifru.ifru_mtu = mtu as libc::c_int;
     ioctl(&sock, libc::SIOCSIFMTU, &mut req, "set MTU")?;
 
-    // Room for bursts between the kernel and the forwarder thread.
-    set_tx_queue_len(name, 1000)
+    // Room for bursts between the kernel and the forwarder thread (see
+    // `buffers::tun_queue_packets`).
+    set_tx_queue_len(name, tx_queue_packets)
         .map_err(|e| io::Error::new(e.kind(), format!("set txqueuelen: {e}")))?;
 
     bring_up(&sock, name)
