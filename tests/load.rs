@@ -227,19 +227,9 @@ fn tls_and_quic_load_with_several_streams() {
     let _ = std::fs::remove_dir_all(&certs);
     let certs = certs.to_str().unwrap().to_string();
     let mut server = Command::new(env!("CARGO_BIN_EXE_proto"))
-        .args([
-            "serve",
-            "all",
-            "--port",
-            "0",
-            "--secure-port",
-            "0",
-            "--sctp-port",
-            "0",
-            "-q",
-            "--cert-dir",
-            &certs,
-        ])
+        .arg("serve")
+        .args(support::ALL_ON_FREE_PORTS)
+        .args(["-q", "--cert-dir", &certs])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

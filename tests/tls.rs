@@ -533,17 +533,9 @@ fn serve_all_answers_tls_quic_and_quic_0rtt_clients() {
     let dir = support::temp_dir("all-certs");
     let bin = env!("CARGO_BIN_EXE_proto");
     let mut server = Command::new(bin)
-        .args([
-            "serve",
-            "all",
-            "--port",
-            "0",
-            "--secure-port",
-            "0",
-            "--sctp-port",
-            "0",
-            "--cert-dir",
-        ])
+        .arg("serve")
+        .args(support::ALL_ON_FREE_PORTS)
+        .arg("--cert-dir")
         .arg(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

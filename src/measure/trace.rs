@@ -426,7 +426,7 @@ fn build(events: Vec<LinkEvent>, keylog: KeyLog, configured_rtt: Duration) -> Tr
         since.saturating_sub(back).as_nanos()
     };
     let bytes: Vec<&[u8]> = packets.iter().map(|p| p.bytes.as_slice()).collect();
-    let conversations = dissect::conversations(&bytes);
+    let conversations = decoded_conversations(&bytes, &keylog);
     let mut trace = Trace {
         variant: None,
         source: "lab".into(),
@@ -435,14 +435,7 @@ fn build(events: Vec<LinkEvent>, keylog: KeyLog, configured_rtt: Duration) -> Tr
         keylog: keylog.clone(),
         raw: Vec::new(),
     };
-    for conv in conversations {
-        let list: Vec<(&[u8], Dir)> = conv
-            .packets
-            .iter()
-            .zip(&conv.dirs)
-            .map(|(&i, &d)| (packets[i].bytes.as_slice(), d))
-            .collect();
-        let decoded = dissect::dissect(&list, &keylog);
+    for (conv, decoded) in conversations {
         let Some(&first) = conv.packets.first() else {
             continue;
         };
@@ -708,6 +701,27 @@ fn ladder_from(
     }
 }
 
+/// Every conversation among `packets` (in capture order), each with its
+/// packets decoded in order, with the secrets in `keylog`.
+fn decoded_conversations(
+    packets: &[&[u8]],
+    keylog: &KeyLog,
+) -> Vec<(dissect::Conversation, Vec<dissect::Decoded>)> {
+    dissect::conversations(packets)
+        .into_iter()
+        .map(|conv| {
+            let list: Vec<(&[u8], Dir)> = conv
+                .packets
+                .iter()
+                .zip(&conv.dirs)
+                .map(|(&i, &d)| (packets[i], d))
+                .collect();
+            let decoded = dissect::dissect(&list, keylog);
+            (conv, decoded)
+        })
+        .collect()
+}
+
 /// Draws a capture file: every conversation in it.
 pub fn trace_file(bytes: &[u8], extra_keys: Option<&KeyLog>, name: &str) -> anyhow::Result<Trace> {
     let capture = pcapng::read(bytes)?;
@@ -716,7 +730,7 @@ pub fn trace_file(bytes: &[u8], extra_keys: Option<&KeyLog>, name: &str) -> anyh
         keylog.extend(k);
     }
     let data: Vec<&[u8]> = capture.packets.iter().map(|p| p.data.as_slice()).collect();
-    let conversations = dissect::conversations(&data);
+    let conversations = decoded_conversations(&data, &keylog);
     let mut trace = Trace {
         variant: None,
         source: name.to_string(),
@@ -725,14 +739,7 @@ pub fn trace_file(bytes: &[u8], extra_keys: Option<&KeyLog>, name: &str) -> anyh
         keylog: keylog.clone(),
         raw: Vec::new(),
     };
-    for conv in conversations {
-        let list: Vec<(&[u8], Dir)> = conv
-            .packets
-            .iter()
-            .zip(&conv.dirs)
-            .map(|(&i, &d)| (capture.packets[i].data.as_slice(), d))
-            .collect();
-        let decoded = dissect::dissect(&list, &keylog);
+    for (conv, decoded) in conversations {
         let Some(&first) = conv.packets.first() else {
             continue;
         };
